@@ -23,7 +23,10 @@ pub enum Error {
     #[error("invalid command: {0}")]
     InvalidCommand(String),
     #[error("cannot {action} a machine that is {status}")]
-    InvalidState { action: &'static str, status: Status },
+    InvalidState {
+        action: &'static str,
+        status: Status,
+    },
     #[error("machine is already {0}")]
     AlreadyInState(Status),
     #[error("{0}")]

@@ -35,7 +35,9 @@ impl MachineName {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
-            return Err(invalid("only letters, digits, '-', '_' and '.' are allowed"));
+            return Err(invalid(
+                "only letters, digits, '-', '_' and '.' are allowed",
+            ));
         }
         Ok(MachineName(s.to_owned()))
     }
@@ -71,7 +73,15 @@ mod tests {
 
     #[test]
     fn rejects_hostile_names() {
-        for n in [&b""[..], b".hidden", b"..", b"a/b", b"a b", b"\xff\xfe", b"a\nb"] {
+        for n in [
+            &b""[..],
+            b".hidden",
+            b"..",
+            b"a/b",
+            b"a b",
+            b"\xff\xfe",
+            b"a\nb",
+        ] {
             assert!(
                 matches!(MachineName::parse(n), Err(Error::InvalidName { .. })),
                 "{n:?}"

@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 /// Largest write accepted by any file; also the largest spec.
 pub const MAX_WRITE: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub enum RuntimeKind {
     #[default]
     #[serde(rename = "docker")]
@@ -200,8 +202,8 @@ impl MachineSpec {
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Error::InvalidConfig("config is not valid UTF-8".into()))?;
-        let spec: MachineSpec = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let spec: MachineSpec =
+            serde_json::from_str(text).map_err(|e| Error::InvalidConfig(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -213,7 +215,9 @@ impl MachineSpec {
             return bad(format!("vcpu_count must be 1..={MAX_VCPUS}"));
         }
         if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_size_mib) {
-            return bad(format!("mem_size_mib must be {MIN_MEM_MIB}..={MAX_MEM_MIB}"));
+            return bad(format!(
+                "mem_size_mib must be {MIN_MEM_MIB}..={MAX_MEM_MIB}"
+            ));
         }
         if let Some(image) = &self.image {
             if image.is_empty() || image.len() > 255 {
@@ -232,7 +236,9 @@ impl MachineSpec {
         }
         for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-                return bad(format!("env key {k:?} must be non-empty, without '=' or NUL"));
+                return bad(format!(
+                    "env key {k:?} must be non-empty, without '=' or NUL"
+                ));
             }
         }
         let mut seen = HashSet::new();
@@ -306,13 +312,19 @@ impl MachineSpec {
 fn check_path(field: &str, path: &Path) -> Result<()> {
     let s = path.as_os_str();
     if s.is_empty() || !path.is_absolute() {
-        return Err(Error::InvalidConfig(format!("{field} must be an absolute path")));
+        return Err(Error::InvalidConfig(format!(
+            "{field} must be an absolute path"
+        )));
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(Error::InvalidConfig(format!("{field} must not contain '..'")));
+        return Err(Error::InvalidConfig(format!(
+            "{field} must not contain '..'"
+        )));
     }
     if s.as_encoded_bytes().contains(&0) {
-        return Err(Error::InvalidConfig(format!("{field} must not contain NUL")));
+        return Err(Error::InvalidConfig(format!(
+            "{field} must not contain NUL"
+        )));
     }
     Ok(())
 }
@@ -352,7 +364,11 @@ mod tests {
             br#"not json"#,
             b"{\"image\":\"\xff\"}",
         ] {
-            assert!(MachineSpec::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                MachineSpec::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -1,0 +1,338 @@
+//! The lifecycle state machine: which verb is allowed in which status, and
+//! the background tasks (exit watcher, log follower) that belong to a run.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::{lock, Core, Machine, Status, Verb};
+use crate::error::{Error, Result};
+use crate::runtime::{LogOptions, Observed, Runtime};
+use crate::store::now_ms;
+
+/// How a running machine is brought down.
+#[derive(Debug, Clone, Copy)]
+enum Halt {
+    Stop,
+    Shutdown(Duration),
+    Kill,
+}
+
+impl Core {
+    pub(super) async fn control_machine(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        verb: Verb,
+    ) -> Result<()> {
+        if let Verb::Wait { status, timeout } = verb {
+            return wait_for(m, status, timeout).await;
+        }
+        let kind = m.snapshot().spec.runtime_type;
+        if let Some(cap) = verb.capability() {
+            if self.drivers.contains_key(&kind) && !self.capabilities(kind).contains(&cap) {
+                return Err(Error::Unsupported {
+                    runtime: kind.to_string(),
+                    operation: verb.name().into(),
+                });
+            }
+        }
+        let _op = m.op.lock().await;
+        match verb {
+            Verb::Start => self.start_locked(m).await,
+            Verb::Stop => self.halt_locked(m, Halt::Stop).await,
+            Verb::Shutdown(grace) => self.halt_locked(m, Halt::Shutdown(grace)).await,
+            Verb::Kill => self.halt_locked(m, Halt::Kill).await,
+            Verb::Restart => {
+                if matches!(m.status(), Status::Running | Status::Paused) {
+                    self.halt_locked(m, Halt::Stop).await?;
+                }
+                self.start_locked(m).await
+            }
+            Verb::Pause => self.pause_locked(m, true).await,
+            Verb::Resume => self.pause_locked(m, false).await,
+            Verb::Wait { .. } => Ok(()),
+        }
+    }
+
+    async fn start_locked(self: &Arc<Self>, m: &Arc<Machine>) -> Result<()> {
+        let rec = m.snapshot();
+        match rec.status {
+            s if s.can_start() => {}
+            s @ (Status::Running | Status::Paused) => return Err(Error::AlreadyInState(s)),
+            s => {
+                return Err(Error::InvalidState {
+                    action: "start",
+                    status: s,
+                })
+            }
+        }
+        rec.spec.check_complete()?;
+        let runtime = self.new_runtime(m, &rec)?;
+        let previous = rec.status;
+        if let Err(e) = m.log.reset() {
+            tracing::warn!("cannot reset log of {}: {e}", rec.name);
+        }
+        m.log.note(&format!(
+            "starting {} machine {}",
+            rec.spec.runtime_type, rec.name
+        ));
+        self.commit(m, |r| r.status = Status::Starting)?;
+        if let Err(e) = runtime.start().await {
+            m.log.note(&format!("start failed: {e}"));
+            // Leave nothing half-created behind and go back to where we were.
+            if let Err(rm) = runtime.remove().await {
+                tracing::warn!("cleanup after failed start of {}: {rm}", rec.name);
+            }
+            self.commit(m, |r| r.status = previous)?;
+            return Err(e);
+        }
+        let generation = m.next_generation();
+        *lock(&m.live) = Some(runtime.clone());
+        let committed = self.commit(m, |r| {
+            r.status = Status::Running;
+            r.started_ms = Some(now_ms());
+            r.exit_code = None;
+            r.error.clear();
+        });
+        if let Err(e) = committed {
+            // A run the store does not know about must not survive.
+            let _ = runtime.kill().await;
+            let _ = runtime.remove().await;
+            m.next_generation();
+            return Err(e);
+        }
+        self.follow_run(m, runtime, generation, true);
+        Ok(())
+    }
+
+    async fn halt_locked(&self, m: &Arc<Machine>, how: Halt) -> Result<()> {
+        let rec = m.snapshot();
+        let previous = rec.status;
+        match previous {
+            Status::Running | Status::Paused => {}
+            Status::Stopped => return Err(Error::AlreadyInState(Status::Stopped)),
+            s => {
+                return Err(Error::InvalidState {
+                    action: "stop",
+                    status: s,
+                })
+            }
+        }
+        let runtime = self.runtime_for(m, &rec)?;
+        self.commit(m, |r| r.status = Status::Stopping)?;
+        // A frozen workload cannot handle a stop signal; thaw it first.
+        if previous == Status::Paused {
+            if let Err(e) = runtime.resume().await {
+                tracing::debug!("resume before stop of {}: {e}", rec.name);
+            }
+        }
+        let res = match how {
+            Halt::Stop => runtime.stop().await,
+            Halt::Shutdown(grace) => runtime.shutdown(grace).await,
+            Halt::Kill => runtime.kill().await,
+        };
+        if let Err(e) = res {
+            self.commit(m, |r| r.status = previous)?;
+            return Err(e);
+        }
+        // The run is over: its watcher must not report this exit a second time.
+        m.next_generation();
+        let exit_code = match runtime.observe().await {
+            Ok(Observed::Exited { exit_code, .. }) => Some(exit_code),
+            _ => None,
+        };
+        m.log.note("stopped");
+        self.commit(m, |r| {
+            r.status = Status::Stopped;
+            r.exit_code = exit_code;
+            r.error.clear();
+        })
+    }
+
+    async fn pause_locked(&self, m: &Arc<Machine>, pause: bool) -> Result<()> {
+        let rec = m.snapshot();
+        let (from, to, action) = if pause {
+            (Status::Running, Status::Paused, "pause")
+        } else {
+            (Status::Paused, Status::Running, "resume")
+        };
+        if rec.status == to {
+            return Err(Error::AlreadyInState(to));
+        }
+        if rec.status != from {
+            return Err(Error::InvalidState {
+                action,
+                status: rec.status,
+            });
+        }
+        let runtime = self.runtime_for(m, &rec)?;
+        if pause {
+            runtime.pause().await?;
+        } else {
+            runtime.resume().await?;
+        }
+        self.commit(m, |r| {
+            r.status = to;
+            r.error.clear();
+        })
+    }
+
+    /// Starts the background tasks of a run: one that notices when the
+    /// workload exits on its own, one that copies its output into `logs`.
+    pub(super) fn follow_run(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        runtime: Arc<dyn Runtime>,
+        generation: u64,
+        fresh_log: bool,
+    ) {
+        let core = self.clone();
+        let machine = m.clone();
+        let rt = runtime.clone();
+        tokio::spawn(async move { core.watch_exit(machine, rt, generation).await });
+
+        let machine = m.clone();
+        tokio::spawn(async move {
+            if !fresh_log {
+                // Re-adopted run: the runtime replays its whole output.
+                let _ = machine.log.reset();
+            }
+            let mut stream = match runtime
+                .logs(LogOptions {
+                    follow: true,
+                    tail: None,
+                })
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    machine.log.note(&format!("cannot follow output: {e}"));
+                    return;
+                }
+            };
+            while let Some(chunk) = stream.next().await {
+                if machine.generation() != generation || machine.deleted.load(Ordering::SeqCst) {
+                    return;
+                }
+                match chunk {
+                    Ok(bytes) => {
+                        if let Err(e) = machine.log.append(&bytes) {
+                            tracing::warn!("cannot append log: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        machine.log.note(&format!("output stream ended: {e}"));
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn watch_exit(
+        self: Arc<Self>,
+        m: Arc<Machine>,
+        runtime: Arc<dyn Runtime>,
+        generation: u64,
+    ) {
+        loop {
+            let waited = runtime.wait().await;
+            if m.generation() != generation || m.deleted.load(Ordering::SeqCst) {
+                return;
+            }
+            let _op = m.op.lock().await;
+            if m.generation() != generation || m.deleted.load(Ordering::SeqCst) {
+                return;
+            }
+            if !matches!(m.status(), Status::Running | Status::Paused) {
+                return;
+            }
+            // A restart policy may already have brought the workload back,
+            // and a lost connection to the runtime says nothing about it.
+            match runtime.observe().await {
+                Ok(Observed::Running) | Ok(Observed::Paused) => {
+                    drop(_op);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!("observe after wait failed: {e}");
+                    drop(_op);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    continue;
+                }
+                Ok(Observed::Exited { exit_code, reason }) => {
+                    let code = waited.unwrap_or(exit_code);
+                    let (status, error) = exit_outcome(code, reason.as_deref(), "");
+                    m.next_generation();
+                    m.log.note(&format!("exited with code {code}"));
+                    if let Err(e) = self.commit(&m, |r| {
+                        r.status = status;
+                        r.exit_code = Some(code);
+                        r.error = error;
+                    }) {
+                        tracing::error!("cannot record exit: {e}");
+                    }
+                    return;
+                }
+                Ok(Observed::Missing) => {
+                    m.next_generation();
+                    let _ = self.commit(&m, |r| {
+                        r.status = Status::Failed;
+                        r.error = "the workload disappeared from its runtime".into();
+                    });
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Status and error line for a workload that exited by itself.
+pub(super) fn exit_outcome(code: i64, reason: Option<&str>, when: &str) -> (Status, String) {
+    let reason = reason
+        .filter(|r| !r.is_empty())
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    if code == 0 {
+        let note = if when.is_empty() {
+            String::new()
+        } else {
+            format!("exited with code 0{reason}{when}")
+        };
+        (Status::Stopped, note)
+    } else {
+        (
+            Status::Failed,
+            format!("exited with code {code}{reason}{when}"),
+        )
+    }
+}
+
+async fn wait_for(m: &Machine, target: Status, timeout: Duration) -> Result<()> {
+    let mut rx = m.status_tx.subscribe();
+    let waited = tokio::time::timeout(timeout, async {
+        loop {
+            if m.deleted.load(Ordering::SeqCst) {
+                return Err(Error::NotFound(m.snapshot().name.to_string()));
+            }
+            if *rx.borrow_and_update() == target {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::NotFound(m.snapshot().name.to_string()));
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(res) => res,
+        Err(_) => Err(Error::Timeout(format!(
+            "machine did not become {target} within {}s (it is {})",
+            timeout.as_secs_f64(),
+            m.status()
+        ))),
+    }
+}

@@ -1,0 +1,251 @@
+//! `hyperfleet daemon`: take the state directory's lock, reconcile, mount the
+//! filesystem, serve until SIGINT/SIGTERM, unmount.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::core::Core;
+use crate::fs::MachineFs;
+use crate::runtime::docker::DockerDriver;
+use crate::runtime::Driver;
+
+pub struct Options {
+    pub mount: PathBuf,
+    pub state_dir: PathBuf,
+    pub foreground: bool,
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// `/run/hyperfleet` for root; the user's runtime dir otherwise.
+pub fn default_mount() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/run/hyperfleet");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) => PathBuf::from(d).join("hyperfleet"),
+        None => home().join(".local/share/hyperfleet/mnt"),
+    }
+}
+
+/// `/var/lib/hyperfleet` for root; the user's XDG state dir otherwise.
+pub fn default_state_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/hyperfleet");
+    }
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) => PathBuf::from(d).join("hyperfleet"),
+        None => home().join(".local/state/hyperfleet"),
+    }
+}
+
+pub fn drivers() -> Vec<Arc<dyn Driver>> {
+    vec![Arc::new(DockerDriver::new())]
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
+    fs::create_dir_all(&opts.mount)
+        .or_else(|e| {
+            // A dead FUSE mount answers ENOTCONN; it is cleared below.
+            if e.raw_os_error() == Some(libc::ENOTCONN) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .with_context(|| format!("creating mount point {}", opts.mount.display()))?;
+    let state_dir = fs::canonicalize(&opts.state_dir)?;
+    let log_path = state_dir.join("hyperfleet.log");
+
+    if !opts.foreground {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let outcome = daemonize::Daemonize::new()
+            .working_directory("/")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .execute();
+        match outcome {
+            daemonize::Outcome::Parent(Ok(_)) => {
+                return wait_until_mounted(&opts.mount, &state_dir, &log_path)
+            }
+            daemonize::Outcome::Parent(Err(e)) => bail!("cannot detach: {e}"),
+            daemonize::Outcome::Child(Err(e)) => bail!("cannot detach: {e}"),
+            daemonize::Outcome::Child(Ok(_)) => {}
+        }
+    }
+    crate::init_tracing();
+
+    let _lock = lock_state_dir(&state_dir)?;
+    clear_stale_mount(&opts.mount)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hyperfleet")
+        .build()?;
+    let core = Core::open(&state_dir, drivers())?;
+    rt.block_on(core.reconcile());
+    let _guard = rt.enter();
+    core.spawn_health_monitor(Duration::from_secs(5));
+
+    let fs = MachineFs::new(core.clone(), rt.handle().clone());
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("hyperfleet".into()),
+        fuser::MountOption::Subtype("hyperfleet".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+    ];
+    if is_root() {
+        // Root's machines are visible to every user; permissions still apply.
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(4);
+    let session = fuser::spawn_mount(fs, &opts.mount, &config)
+        .with_context(|| format!("mounting {}", opts.mount.display()))?;
+    fs::write(
+        state_dir.join("hyperfleet.pid"),
+        format!("{}\n", std::process::id()),
+    )?;
+    tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
+
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = tick.tick() => {
+                    // Someone ran `umount`: the session is over, so are we.
+                    if session.guard.is_finished() {
+                        tracing::warn!("filesystem was unmounted from outside");
+                        break;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("shutting down");
+    if let Err(e) = session.umount_and_join() {
+        tracing::warn!("unmount: {e}; detaching lazily");
+        unmount_lazily(&opts.mount);
+    }
+    let _ = fs::remove_file(state_dir.join("hyperfleet.pid"));
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+/// One daemon per state directory: the lock is held for the process's life
+/// and released by the kernel however the process ends.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<File> {
+    let path = state_dir.join("hyperfleet.lock");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another hyperfleet daemon is using {} (lock {} is held)",
+            state_dir.display(),
+            path.display()
+        );
+    }
+    f.set_len(0)?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
+/// A daemon that died without unmounting leaves a mount that answers ENOTCONN.
+/// It is ours to clear; a live mount is someone else's and is refused.
+fn clear_stale_mount(mount: &Path) -> anyhow::Result<()> {
+    match fs::metadata(mount) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!("clearing stale mount at {}", mount.display());
+            unmount_lazily(mount);
+        }
+        Err(e) => return Err(e).with_context(|| format!("checking {}", mount.display())),
+        Ok(_) => {}
+    }
+    if is_mount_point(mount) {
+        bail!(
+            "{} is already mounted; is another daemon serving it?",
+            mount.display()
+        );
+    }
+    Ok(())
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(canon) = fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = canon.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+fn unmount_lazily(mount: &Path) {
+    if is_root() {
+        if let Ok(c) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: c is a valid NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+                return;
+            }
+        }
+    }
+    let _ = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(mount)
+        .status();
+}
+
+/// The parent of a detaching daemon returns once the filesystem answers, so
+/// `hyperfleet daemon && ls /run/hyperfleet/machines` just works.
+fn wait_until_mounted(mount: &Path, state_dir: &Path, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid_file = state_dir.join("hyperfleet.pid");
+    while Instant::now() < deadline {
+        if mount.join("README").exists() && pid_file.exists() {
+            println!("hyperfleet: serving {}", mount.display());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "daemon did not mount {} within 30 s; see {}",
+        mount.display(),
+        log.display()
+    )
+}

@@ -1,0 +1,98 @@
+//! What each file says. Everything here is rendered from the core's in-memory
+//! state; nothing in this module may call a runtime.
+
+use crate::core::command::VERB_HELP;
+use crate::core::{Core, Machine, ResultFormat};
+use crate::fs::inode::FileKind;
+use crate::runtime::{ExecOutput, Health};
+
+pub const README: &str = "\
+hyperfleet: every machine is a directory.
+
+  mkdir machines/NAME                     create a machine (status: pending)
+  echo '{\"image\":\"busybox\"}' > machines/NAME/config
+                                          set its spec (JSON; omitted fields take defaults)
+  echo start > machines/NAME/ctl          start it; the write returns when it is running
+  cat machines/NAME/status                pending starting running paused stopping stopped failed
+  echo 'uname -a' > machines/NAME/exec    run a command inside; `cat exec` shows its stdout,
+                                          exec.stderr its stderr, exec.exit its exit code
+  cat machines/NAME/ctl                   the commands ctl accepts for this machine's runtime
+  echo 'wait running 30' > machines/NAME/ctl   block until that status (ETIMEDOUT otherwise)
+  echo stop > machines/NAME/ctl; rmdir machines/NAME
+
+Each machine directory:
+  id config status ctl exec exec.stderr exec.exit info logs error
+  error holds the last failure of an operation on the machine, empty when none.
+
+Filters:
+  ls by-status/running    ls by-runtime/docker    cat runtimes/docker/status
+
+A failed write or mkdir returns an errno (EINVAL bad input, EBUSY running,
+EEXIST duplicate, EFBIG over 1 MiB, ETIMEDOUT, EOPNOTSUPP, ECONNREFUSED runtime
+down) and leaves one line explaining it in the machine's error file.
+";
+
+pub fn ctl_help(core: &Core, m: &Machine) -> Vec<u8> {
+    let caps = core.capabilities(m.snapshot().spec.runtime_type);
+    let mut out = String::new();
+    for (usage, cap) in VERB_HELP {
+        if caps.contains(cap) {
+            out.push_str(usage);
+            out.push('\n');
+        }
+    }
+    out.push_str("wait <status> [timeout_secs]\n");
+    out.into_bytes()
+}
+
+/// Content of a machine file that is rendered when it is opened.
+/// `info` is rendered elsewhere because it needs the runtime.
+pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
+    let rec = m.snapshot();
+    match kind {
+        FileKind::Id => format!("{}\n", rec.id).into_bytes(),
+        FileKind::Config => rec.spec.to_json_pretty().into_bytes(),
+        FileKind::Status => format!("{}\n", rec.status).into_bytes(),
+        FileKind::Ctl => ctl_help(core, m),
+        FileKind::Exec => m
+            .last_exec()
+            .map(|e| e.output.stdout.clone())
+            .unwrap_or_default(),
+        FileKind::ExecStderr => m
+            .last_exec()
+            .map(|e| e.output.stderr.clone())
+            .unwrap_or_default(),
+        FileKind::ExecExit => m
+            .last_exec()
+            .map(|e| format!("{}\n", e.output.exit_code).into_bytes())
+            .unwrap_or_default(),
+        FileKind::Error if rec.error.is_empty() => Vec::new(),
+        FileKind::Error => format!("{}\n", rec.error).into_bytes(),
+        FileKind::Info | FileKind::Logs => Vec::new(),
+    }
+}
+
+pub fn runtime_status(health: &Health) -> Vec<u8> {
+    match health {
+        Health::Available { detail } => format!("available: {detail}\n"),
+        Health::Unavailable { reason } => format!("unavailable: {reason}\n"),
+    }
+    .into_bytes()
+}
+
+/// What a read of the `exec` handle returns after a command ran through it.
+pub fn exec_result(output: &ExecOutput, format: ResultFormat) -> Vec<u8> {
+    match format {
+        ResultFormat::Stdout => output.stdout.clone(),
+        ResultFormat::Json => {
+            let mut v = serde_json::to_vec(&serde_json::json!({
+                "exit_code": output.exit_code,
+                "stdout": String::from_utf8_lossy(&output.stdout),
+                "stderr": String::from_utf8_lossy(&output.stderr),
+            }))
+            .unwrap_or_default();
+            v.push(b'\n');
+            v
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Inode numbers are computed, not allocated: every node of the tree maps to
+//! one number and back. Machine inodes derive from the machine's store
+//! sequence number, which is never reused, so a number never changes meaning.
+
+use crate::core::{RuntimeKind, Status};
+
+/// Files inside a machine directory, in listing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Id,
+    Config,
+    Status,
+    Ctl,
+    Exec,
+    ExecStderr,
+    ExecExit,
+    Info,
+    Logs,
+    Error,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 10] = [
+        FileKind::Id,
+        FileKind::Config,
+        FileKind::Status,
+        FileKind::Ctl,
+        FileKind::Exec,
+        FileKind::ExecStderr,
+        FileKind::ExecExit,
+        FileKind::Info,
+        FileKind::Logs,
+        FileKind::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileKind::Id => "id",
+            FileKind::Config => "config",
+            FileKind::Status => "status",
+            FileKind::Ctl => "ctl",
+            FileKind::Exec => "exec",
+            FileKind::ExecStderr => "exec.stderr",
+            FileKind::ExecExit => "exec.exit",
+            FileKind::Info => "info",
+            FileKind::Logs => "logs",
+            FileKind::Error => "error",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FileKind> {
+        FileKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn writable(self) -> bool {
+        matches!(self, FileKind::Config | FileKind::Ctl | FileKind::Exec)
+    }
+
+    fn slot(self) -> u64 {
+        FileKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u64 + 1
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    Readme,
+    MachinesDir,
+    ByStatusDir,
+    ByRuntimeDir,
+    RuntimesDir,
+    StatusDir(Status),
+    RuntimeLinksDir(RuntimeKind),
+    RuntimeDir(RuntimeKind),
+    RuntimeStatus(RuntimeKind),
+    Machine(u64),
+    File(u64, FileKind),
+    StatusLink(u64),
+    RuntimeLink(u64),
+}
+
+const STATUS_DIRS: u64 = 0x100;
+const RUNTIME_LINK_DIRS: u64 = 0x200;
+const RUNTIME_DIRS: u64 = 0x300;
+const RUNTIME_STATUS: u64 = 0x400;
+const MACHINES: u64 = 1 << 20;
+const SLOTS: u64 = 64;
+const SLOT_STATUS_LINK: u64 = 32;
+const SLOT_RUNTIME_LINK: u64 = 33;
+
+fn status_index(s: Status) -> u64 {
+    Status::ALL.iter().position(|x| *x == s).unwrap_or(0) as u64
+}
+fn runtime_index(k: RuntimeKind) -> u64 {
+    RuntimeKind::ALL.iter().position(|x| *x == k).unwrap_or(0) as u64
+}
+
+impl Node {
+    pub fn ino(self) -> u64 {
+        match self {
+            Node::Root => 1,
+            Node::Readme => 2,
+            Node::MachinesDir => 3,
+            Node::ByStatusDir => 4,
+            Node::ByRuntimeDir => 5,
+            Node::RuntimesDir => 6,
+            Node::StatusDir(s) => STATUS_DIRS + status_index(s),
+            Node::RuntimeLinksDir(k) => RUNTIME_LINK_DIRS + runtime_index(k),
+            Node::RuntimeDir(k) => RUNTIME_DIRS + runtime_index(k),
+            Node::RuntimeStatus(k) => RUNTIME_STATUS + runtime_index(k),
+            Node::Machine(seq) => MACHINES + seq * SLOTS,
+            Node::File(seq, kind) => MACHINES + seq * SLOTS + kind.slot(),
+            Node::StatusLink(seq) => MACHINES + seq * SLOTS + SLOT_STATUS_LINK,
+            Node::RuntimeLink(seq) => MACHINES + seq * SLOTS + SLOT_RUNTIME_LINK,
+        }
+    }
+
+    pub fn from_ino(ino: u64) -> Option<Node> {
+        let indexed = |base: u64, len: usize| {
+            (base..base + len as u64)
+                .contains(&ino)
+                .then(|| (ino - base) as usize)
+        };
+        Some(match ino {
+            1 => Node::Root,
+            2 => Node::Readme,
+            3 => Node::MachinesDir,
+            4 => Node::ByStatusDir,
+            5 => Node::ByRuntimeDir,
+            6 => Node::RuntimesDir,
+            _ if ino >= MACHINES => {
+                let seq = (ino - MACHINES) / SLOTS;
+                match (ino - MACHINES) % SLOTS {
+                    0 => Node::Machine(seq),
+                    SLOT_STATUS_LINK => Node::StatusLink(seq),
+                    SLOT_RUNTIME_LINK => Node::RuntimeLink(seq),
+                    slot => Node::File(seq, *FileKind::ALL.get(slot as usize - 1)?),
+                }
+            }
+            _ => {
+                if let Some(i) = indexed(STATUS_DIRS, Status::ALL.len()) {
+                    Node::StatusDir(Status::ALL[i])
+                } else if let Some(i) = indexed(RUNTIME_LINK_DIRS, RuntimeKind::ALL.len()) {
+                    Node::RuntimeLinksDir(RuntimeKind::ALL[i])
+                } else if let Some(i) = indexed(RUNTIME_DIRS, RuntimeKind::ALL.len()) {
+                    Node::RuntimeDir(RuntimeKind::ALL[i])
+                } else if let Some(i) = indexed(RUNTIME_STATUS, RuntimeKind::ALL.len()) {
+                    Node::RuntimeStatus(RuntimeKind::ALL[i])
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    pub fn is_dir(self) -> bool {
+        !matches!(
+            self,
+            Node::Readme
+                | Node::RuntimeStatus(_)
+                | Node::File(..)
+                | Node::StatusLink(_)
+                | Node::RuntimeLink(_)
+        )
+    }
+
+    /// The machine this node belongs to, if any.
+    pub fn machine(self) -> Option<u64> {
+        match self {
+            Node::Machine(s) | Node::File(s, _) | Node::StatusLink(s) | Node::RuntimeLink(s) => {
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_round_trips() {
+        let mut nodes = vec![
+            Node::Root,
+            Node::Readme,
+            Node::MachinesDir,
+            Node::ByStatusDir,
+            Node::ByRuntimeDir,
+            Node::RuntimesDir,
+        ];
+        nodes.extend(Status::ALL.map(Node::StatusDir));
+        for k in RuntimeKind::ALL {
+            nodes.extend([
+                Node::RuntimeLinksDir(k),
+                Node::RuntimeDir(k),
+                Node::RuntimeStatus(k),
+            ]);
+        }
+        for seq in [1, 2, 999_999] {
+            nodes.extend([
+                Node::Machine(seq),
+                Node::StatusLink(seq),
+                Node::RuntimeLink(seq),
+            ]);
+            nodes.extend(FileKind::ALL.map(|k| Node::File(seq, k)));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in nodes {
+            assert!(seen.insert(n.ino()), "duplicate ino for {n:?}");
+            assert_eq!(Node::from_ino(n.ino()), Some(n));
+        }
+        assert_eq!(Node::from_ino(0), None);
+        assert_eq!(Node::from_ino(7), None);
+    }
+}
