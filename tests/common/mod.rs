@@ -1,0 +1,254 @@
+//! Shared harness for the filesystem tests: a real daemon on a real FUSE
+//! mount in a temp dir, driven by `sh -c` scripts, against the real Docker engine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hyperfleet");
+
+/// The local test image, made by contrib/make-test-image.sh.
+pub fn image() -> String {
+    std::env::var("HYPERFLEET_TEST_IMAGE")
+        .unwrap_or_else(|_| "hyperfleet-test/busybox:latest".into())
+}
+
+/// Fails the test (never skips it) when Docker or the test image is missing.
+pub fn require_docker() {
+    let out = Command::new("docker")
+        .args(["image", "inspect", &image()])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "test image {} is not available ({}); start dockerd and run contrib/make-test-image.sh",
+            image(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => panic!("cannot run the docker CLI ({e}); install docker.io and start dockerd"),
+    }
+}
+
+pub struct Daemon {
+    pub mount: PathBuf,
+    pub state: PathBuf,
+    child: Option<Child>,
+    envs: Vec<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with_env(&[])
+    }
+
+    pub fn start_with_env(envs: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("hf-test-")
+            .tempdir()
+            .expect("tempdir");
+        let mut d = Daemon {
+            mount: dir.path().join("mnt"),
+            state: dir.path().join("state"),
+            child: None,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            _dir: dir,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process on this daemon's mount and state dir.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self._dir.path().join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new(BIN)
+            .args(["daemon", "--foreground", "--mount"])
+            .arg(&self.mount)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.mount.join("README").exists() {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited early with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not mount; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// SIGKILL: no chance to unmount or to persist anything more.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("daemon running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("daemon ignored SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a shell script in the mount point with `$IMAGE` and `$HF` (the
+    /// hyperfleet binary) set.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.mount)
+            .env("IMAGE", image())
+            .env("HF", BIN)
+            .env("HYPERFLEET_MOUNT", &self.mount)
+            .output()
+            .expect("run sh")
+    }
+
+    /// Runs a script that must succeed; returns its stdout.
+    pub fn ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "script failed ({}):\n{script}\nstdout: {}\nstderr: {}\ndaemon log tail:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a script that must fail; returns its stderr.
+    pub fn fails(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            !out.status.success(),
+            "script unexpectedly succeeded:\n{script}\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.mount.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    /// This daemon's instance id: every container it makes carries it as a label.
+    pub fn instance(&self) -> String {
+        let conn = rusqlite::Connection::open(self.state.join("hyperfleet.db")).expect("open db");
+        conn.query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
+            r.get(0)
+        })
+        .expect("instance id")
+    }
+
+    /// Docker containers (running or not) made by this daemon.
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_label(&format!("hyperfleet.instance={}", self.instance()))
+    }
+
+    /// Creates a machine with the test image running `cmd` (a JSON array).
+    pub fn machine(&self, name: &str, cmd_json: &str) {
+        self.ok(&format!(
+            "mkdir machines/{name} && printf '%s' '{{\"image\":\"'\"$IMAGE\"'\",\"cmd\":{cmd_json}}}' > machines/{name}/config"
+        ));
+    }
+}
+
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label={label}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn is_mounted(path: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = path.to_string_lossy().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Remove this daemon's containers even when a test failed half-way.
+        let ids = if self.state.join("hyperfleet.db").exists() {
+            self.containers()
+        } else {
+            vec![]
+        };
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        if let Some(c) = self.child.as_mut() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mount) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        }
+    }
+}
