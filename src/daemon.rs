@@ -108,21 +108,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let _guard = rt.enter();
     core.spawn_health_monitor(Duration::from_secs(5));
 
-    let fs = MachineFs::new(core.clone(), rt.handle().clone());
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName("hyperfleet".into()),
-        fuser::MountOption::Subtype("hyperfleet".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::NoSuid,
-        fuser::MountOption::NoDev,
-    ];
-    if is_root() {
-        // Root's machines are visible to every user; permissions still apply.
-        config.acl = fuser::SessionACL::All;
-    }
-    config.n_threads = Some(4);
-    let session = fuser::spawn_mount(fs, &opts.mount, &config)
+    let session = mount(core.clone(), rt.handle().clone(), &opts.mount)
         .with_context(|| format!("mounting {}", opts.mount.display()))?;
     fs::write(
         state_dir.join("hyperfleet.pid"),
@@ -158,6 +144,32 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let _ = fs::remove_file(state_dir.join("hyperfleet.pid"));
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Mounts the machine filesystem for `core` at `mount_point`; it is served on
+/// background threads until the returned session is dropped or unmounted.
+pub fn mount(
+    core: Arc<Core>,
+    rt: tokio::runtime::Handle,
+    mount_point: &Path,
+) -> std::io::Result<fuser::BackgroundSession> {
+    let fs = MachineFs::new(core, rt);
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("hyperfleet".into()),
+        fuser::MountOption::Subtype("hyperfleet".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+    ];
+    if is_root() {
+        // Root's machines are visible to every user; permissions still apply.
+        config.acl = fuser::SessionACL::All;
+    }
+    // Lookups and reads are answered from memory on these threads; anything
+    // that waits on a runtime is handed to tokio.
+    config.n_threads = Some(4);
+    fuser::spawn_mount(fs, mount_point, &config)
 }
 
 /// One daemon per state directory: the lock is held for the process's life

@@ -283,14 +283,11 @@ async fn connect_host(host: &str) -> Result<Docker> {
                 version.api_version
             ))
         })?;
-    let chosen = if (server.major_version, server.minor_version)
-        < (
-            API_DEFAULT_VERSION.major_version,
-            API_DEFAULT_VERSION.minor_version,
-        ) {
+    // Never above what bollard's models were written for.
+    let chosen = if server < *API_DEFAULT_VERSION {
         server
     } else {
-        API_DEFAULT_VERSION.clone()
+        *API_DEFAULT_VERSION
     };
     connect(&chosen, REQUEST_TIMEOUT)
 }
@@ -346,14 +343,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// The one place bollard errors become crate errors. `image` is the image
 /// the request was about, if any: a 404 then means the image is missing.
 fn docker_error(err: DockerError, image: Option<&str>) -> Error {
+    let err = match (err, image) {
+        (
+            DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            },
+            Some(image),
+        ) => {
+            return Error::ImageNotFound {
+                image: image.to_owned(),
+                reason: message,
+            }
+        }
+        (err, _) => err,
+    };
     match err {
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            message,
-        } if image.is_some() => Error::ImageNotFound {
-            image: image.unwrap_or_default().to_owned(),
-            reason: message,
-        },
         DockerError::DockerResponseServerError { message, .. } => {
             Error::Runtime(format!("docker: {message}"))
         }
@@ -836,7 +841,7 @@ impl Container {
                 self.name
             ));
         }
-        kill_tree(pid);
+        kill_tree(pid)?;
         // Wait for Docker to see the exit, so the process is gone (not just
         // signalled) once the caller hears about the timeout.
         for _ in 0..100 {
@@ -844,10 +849,10 @@ impl Container {
                 Ok(e) if e.running == Some(true) => {
                     tokio::time::sleep(Duration::from_millis(20)).await
                 }
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        Ok(())
+        Err(format!("pid {pid} was sent SIGKILL but still runs"))
     }
 }
 
@@ -1218,7 +1223,8 @@ fn runtime_info(c: ContainerInspectResponse) -> RuntimeInfo {
 
 /// SIGKILLs `root` and all its descendants. The tree is frozen with
 /// SIGSTOP first, so nothing forks a new child between listing and killing.
-fn kill_tree(root: i32) {
+/// Fails only if `root` itself could not be signalled.
+fn kill_tree(root: i32) -> Result<(), String> {
     let mut victims = vec![root];
     // Two passes: a child forked while the first pass was stopping its
     // parent shows up in the second.
@@ -1231,10 +1237,18 @@ fn kill_tree(root: i32) {
         victims = descendants(root);
         victims.insert(0, root);
     }
+    let mut outcome = Ok(());
     for pid in victims {
         // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 && pid == root {
+            let errno = std::io::Error::last_os_error();
+            // ESRCH: it exited on its own meanwhile, which is what we wanted.
+            if errno.raw_os_error() != Some(libc::ESRCH) {
+                outcome = Err(format!("kill({root}, SIGKILL): {errno}"));
+            }
+        }
     }
+    outcome
 }
 
 /// Every live descendant of `root`, from /proc.
