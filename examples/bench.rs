@@ -103,7 +103,8 @@ fn main() -> anyhow::Result<()> {
         std::fs::read(m(&format!("machines/m{:05}/status", i % 9_999))).expect("read");
     }));
 
-    let image = std::env::var(IMAGE_ENV).unwrap_or_else(|_| "hyperfleet-test/busybox:latest".into());
+    let image =
+        std::env::var(IMAGE_ENV).unwrap_or_else(|_| "hyperfleet-test/busybox:latest".into());
     if docker_ok(&image) {
         let runs = 10;
         let config = format!(r#"{{"image":"{image}","cmd":["sleep","600"]}}"#);
@@ -119,7 +120,11 @@ fn main() -> anyhow::Result<()> {
                 .args(["run", "-d", &image, "sleep", "600"])
                 .output()
                 .expect("docker run");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             cli_ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
         }));
         for i in 0..runs {
@@ -127,9 +132,14 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(m(&format!("{name}/ctl")), "kill")?;
             std::fs::remove_dir(m(&name))?;
         }
-        let _ = Command::new("docker").args(["rm", "-f"]).args(&cli_ids).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&cli_ids)
+            .output();
     } else {
-        eprintln!("docker rows skipped: no engine or no image {image} (run contrib/make-test-image.sh)");
+        eprintln!(
+            "docker rows skipped: no engine or no image {image} (run contrib/make-test-image.sh)"
+        );
     }
 
     println!("| operation | n | p50 | p99 | total |");

@@ -205,9 +205,8 @@ impl Core {
     pub fn get(&self, name: &str) -> Result<Arc<Machine>> {
         read(&self.registry)
             .by_name
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, m)| m.clone())
+            .get(name)
+            .cloned()
             .ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 

@@ -47,6 +47,13 @@ impl MachineName {
     }
 }
 
+/// Lets maps keyed by name be searched with a plain `&str`.
+impl std::borrow::Borrow<str> for MachineName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for MachineName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

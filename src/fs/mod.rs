@@ -330,6 +330,9 @@ impl MachineFs {
         let len = data.len();
         let end = offset as usize + len;
         if end > MAX_WRITE {
+            // Drop the partial document too: otherwise the close would try
+            // to apply it and replace this error with a JSON parse error.
+            lock(f).pending = Vec::new();
             let e = self
                 .core
                 .report(&name, Error::TooLarge { limit: MAX_WRITE });
@@ -564,7 +567,11 @@ impl Filesystem for MachineFs {
         if writing && !writable {
             return reply.error(Errno::EACCES);
         }
-        let fopen = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+        let mut fopen = FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES;
+        if !writing {
+            // Only writers of config have anything to report at close.
+            fopen |= FopenFlags::FOPEN_NOFLUSH;
+        }
         if let Node::File(seq, FileKind::Info) = node {
             let m = match self.machine(seq) {
                 Ok(m) => m,
