@@ -168,12 +168,7 @@ pub fn mount(
     }
     // Lookups and reads are answered from memory on these threads; anything
     // that waits on a runtime is handed to tokio.
-    config.n_threads = Some(
-        std::env::var("HF_THREADS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4),
-    );
+    config.n_threads = Some(4);
     fuser::spawn_mount(fs, mount_point, &config)
 }
 
