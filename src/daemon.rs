@@ -64,8 +64,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .with_context(|| format!("creating state dir {}", opts.state_dir.display()))?;
     fs::create_dir_all(&opts.mount)
         .or_else(|e| {
-            // A dead FUSE mount answers ENOTCONN; it is cleared below.
-            if e.raw_os_error() == Some(libc::ENOTCONN) {
+            // A dead FUSE mount answers ENOTCONN (mkdir of it: EEXIST); it
+            // is cleared below.
+            if e.raw_os_error() == Some(libc::ENOTCONN)
+                || statfs(&opts.mount).is_err_and(|s| s.raw_os_error() == Some(libc::ENOTCONN))
+            {
                 Ok(())
             } else {
                 Err(e)
@@ -198,7 +201,9 @@ fn lock_state_dir(state_dir: &Path) -> anyhow::Result<File> {
 /// A daemon that died without unmounting leaves a mount that answers ENOTCONN.
 /// It is ours to clear; a live mount is someone else's and is refused.
 fn clear_stale_mount(mount: &Path) -> anyhow::Result<()> {
-    match fs::metadata(mount) {
+    // For a second after the daemon died, `stat` of the mount point is still
+    // answered from the kernel's attribute cache; `statfs` always asks.
+    match fs::metadata(mount).and_then(|_| statfs(mount)) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
             tracing::warn!("clearing stale mount at {}", mount.display());
             unmount_lazily(mount);
@@ -211,6 +216,16 @@ fn clear_stale_mount(mount: &Path) -> anyhow::Result<()> {
             "{} is already mounted; is another daemon serving it?",
             mount.display()
         );
+    }
+    Ok(())
+}
+
+fn statfs(path: &Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: c is a valid NUL-terminated path, buf is large enough.
+    if unsafe { libc::statfs(c.as_ptr(), buf.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -610,16 +610,27 @@ impl Container {
     }
 
     async fn remove_with(&self, docker: &Docker) -> Result<()> {
-        // Anonymous volumes go too (`v`): they belong to this container alone.
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
+        remove_container(docker, &self.name).await
+    }
+
+    /// Ids of the containers labelled as this machine's, whatever their name.
+    async fn labelled(&self, docker: &Docker) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_INSTANCE}={}", self.machine.instance),
+                format!("{LABEL_MACHINE_ID}={}", self.machine.id),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
             .build();
-        match docker.remove_container(&self.name, Some(options)).await {
-            Ok(()) => Ok(()),
-            Err(e) if status_of(&e) == Some(404) => Ok(()),
-            Err(e) => Err(docker_error(e, None)),
-        }
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| docker_error(e, None))?;
+        Ok(containers.into_iter().filter_map(|c| c.id).collect())
     }
 
     async fn ensure_image(&self, docker: &Docker, image: &str) -> Result<()> {
@@ -935,7 +946,13 @@ impl Runtime for Container {
 
     async fn remove(&self) -> Result<()> {
         let docker = self.docker().await?;
-        self.remove_with(&docker).await
+        self.remove_with(&docker).await?;
+        // Orphans are found by label (see `owned_machine_ids`), so whatever
+        // carries this machine's labels under another name goes too.
+        for id in self.labelled(&docker).await? {
+            remove_container(&docker, &id).await?;
+        }
+        Ok(())
     }
 
     /// True while the workload runs; false when it is paused, stopped or
@@ -1065,6 +1082,19 @@ impl Runtime for Container {
 
 // ---------------------------------------------------------------------------
 // Helpers
+
+async fn remove_container(docker: &Docker, name_or_id: &str) -> Result<()> {
+    // Anonymous volumes go too (`v`): they belong to this container alone.
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(name_or_id, Some(options)).await {
+        Ok(()) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) => Err(docker_error(e, None)),
+    }
+}
 
 fn noop_progress() -> ProgressSink {
     Arc::new(|_: &str| {})

@@ -81,9 +81,18 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn daemon");
+        let pid = child.id().to_string();
         self.child = Some(child);
+        // README alone is not enough: after a kill -9 the kernel answers
+        // `stat` of the dead mount from its cache for a while. The daemon
+        // writes its pid file once its own mount is up.
+        let serving = |d: &Daemon| {
+            d.mount.join("README").exists()
+                && std::fs::read_to_string(d.state.join("hyperfleet.pid"))
+                    .is_ok_and(|p| p.trim() == pid)
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.mount.join("README").exists() {
+        while !serving(self) {
             if let Some(status) = self
                 .child
                 .as_mut()
