@@ -2,12 +2,12 @@
 //! filesystem, serve until SIGINT/SIGTERM, unmount.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -78,11 +78,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let state_dir = fs::canonicalize(&opts.state_dir)?;
     let log_path = state_dir.join("hyperfleet.log");
 
+    // A detaching daemon reports "ready" or its failure through this pipe, so
+    // the command that started it returns only once the mount answers, and
+    // fails when the daemon could not start.
+    let mut ready = None;
     if !opts.foreground {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let (mut rx, tx) = std::io::pipe()?;
         let outcome = daemonize::Daemonize::new()
             .working_directory("/")
             .stdout(log.try_clone()?)
@@ -90,14 +95,42 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .execute();
         match outcome {
             daemonize::Outcome::Parent(Ok(_)) => {
-                return wait_until_mounted(&opts.mount, &state_dir, &log_path)
+                drop(tx);
+                let mut said = String::new();
+                rx.read_to_string(&mut said)?;
+                if said == READY {
+                    println!("hyperfleet: serving {}", opts.mount.display());
+                    return Ok(());
+                }
+                if said.is_empty() {
+                    bail!(
+                        "the daemon exited during start-up; see {}",
+                        log_path.display()
+                    );
+                }
+                bail!("{said}");
             }
             daemonize::Outcome::Parent(Err(e)) => bail!("cannot detach: {e}"),
             daemonize::Outcome::Child(Err(e)) => bail!("cannot detach: {e}"),
-            daemonize::Outcome::Child(Ok(_)) => {}
+            daemonize::Outcome::Child(Ok(_)) => ready = Some(tx),
         }
     }
     crate::init_tracing();
+    let res = serve(&opts, &state_dir, &mut ready);
+    if let (Err(e), Some(tx)) = (&res, ready.as_mut()) {
+        let _ = write!(tx, "{e:#}");
+    }
+    res
+}
+
+const READY: &str = "ready";
+
+fn serve(
+    opts: &Options,
+    state_dir: &Path,
+    ready: &mut Option<std::io::PipeWriter>,
+) -> anyhow::Result<()> {
+    let state_dir = state_dir.to_path_buf();
 
     let _lock = lock_state_dir(&state_dir)?;
     clear_stale_mount(&opts.mount)?;
@@ -118,6 +151,9 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         format!("{}\n", std::process::id()),
     )?;
     tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
+    if let Some(mut tx) = ready.take() {
+        let _ = tx.write_all(READY.as_bytes());
+    }
 
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -256,23 +292,4 @@ fn unmount_lazily(mount: &Path) {
         .arg("-z")
         .arg(mount)
         .status();
-}
-
-/// The parent of a detaching daemon returns once the filesystem answers, so
-/// `hyperfleet daemon && ls /run/hyperfleet/machines` just works.
-fn wait_until_mounted(mount: &Path, state_dir: &Path, log: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let pid_file = state_dir.join("hyperfleet.pid");
-    while Instant::now() < deadline {
-        if mount.join("README").exists() && pid_file.exists() {
-            println!("hyperfleet: serving {}", mount.display());
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!(
-        "daemon did not mount {} within 30 s; see {}",
-        mount.display(),
-        log.display()
-    )
 }

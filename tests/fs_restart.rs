@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -471,4 +472,59 @@ fn ids_and_inodes_survive_restarts() {
     let d_ino = d.ok("stat -c %i machines/d").trim().to_owned();
     assert!(before.iter().all(|(id, ino)| *id != d_id && *ino != d_ino));
     assert_eq!(status(&d, "a"), "running");
+}
+
+/// Stops a detached daemon (found by its pid file) when the test ends.
+struct Detached(std::path::PathBuf);
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let Ok(pid) = std::fs::read_to_string(self.0.join("hyperfleet.pid")) else {
+            return;
+        };
+        let Ok(pid) = pid.trim().parse::<i32>() else {
+            return;
+        };
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn a_detaching_restart_right_after_kill9_returns_once_it_serves() {
+    require_docker();
+    let mut d = Daemon::start();
+    d.machine("a", SLEEP);
+    d.ok("echo start > machines/a/ctl");
+    let old_pid = d.pid();
+    // The kernel now caches README and machines/ of this mount.
+    assert_eq!(d.ok("ls machines && cat README > /dev/null"), "a\n");
+    d.kill9();
+
+    // `hyperfleet daemon` without --foreground returns once the filesystem
+    // answers, so the next command can use it.
+    let out = Command::new(BIN)
+        .args(["daemon", "--mount"])
+        .arg(&d.mount)
+        .arg("--state-dir")
+        .arg(&d.state)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run detaching daemon");
+    let _detached = Detached(d.state.clone());
+    eprintln!("DEBUG returned at {:?}", std::time::SystemTime::now());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(d.ok("ls machines"), "a\n");
+    assert_eq!(status(&d, "a"), "running");
+    let pid = std::fs::read_to_string(d.state.join("hyperfleet.pid")).expect("pid file");
+    assert_ne!(pid.trim(), old_pid.to_string());
 }

@@ -462,14 +462,19 @@ impl Core {
         tokio::spawn(async move {
             loop {
                 let Some(c) = core.upgrade() else { return };
-                c.probe_health().await;
+                if c.probe_health().await {
+                    // A runtime came back: adopt what it has been running.
+                    c.reconcile().await;
+                }
                 drop(c);
                 tokio::time::sleep(every).await;
             }
         });
     }
 
-    pub async fn probe_health(&self) {
+    /// Refreshes every runtime's health; says whether one became available.
+    pub async fn probe_health(&self) -> bool {
+        let mut recovered = false;
         for kind in RuntimeKind::ALL {
             let h = match self.drivers.get(&kind) {
                 Some(d) => d.health().await,
@@ -477,7 +482,10 @@ impl Core {
                     reason: "this build of hyperfleet has no driver for it yet".into(),
                 },
             };
-            write(&self.health).insert(kind, h);
+            let was = write(&self.health).insert(kind, h.clone());
+            recovered |= matches!(h, Health::Available { .. })
+                && !matches!(was, Some(Health::Available { .. }));
         }
+        recovered
     }
 }

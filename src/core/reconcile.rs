@@ -21,7 +21,9 @@ impl Core {
         for m in &machines {
             let _op = m.op.lock().await;
             let rec = m.snapshot();
-            if !rec.status.is_active() {
+            // Machines whose run is already followed need nothing; the rest
+            // were left by an earlier daemon or by a runtime that was down.
+            if !rec.status.is_active() || m.live().is_some() {
                 continue;
             }
             let runtime = match self.new_runtime(m, &rec) {
