@@ -343,6 +343,20 @@ fn workloads_that_ended_while_the_daemon_was_down_show_how_they_ended() {
     }
     assert_eq!(docker(&["wait", &zero]), "0");
     assert_eq!(docker(&["wait", &three]), "3");
+    // Let the kernel's cached attributes of the dead mount expire, so that
+    // even `stat` of the mount point says ENOTCONN when the daemon comes back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&d.mount)
+        .err()
+        .and_then(|e| e.raw_os_error())
+        != Some(libc::ENOTCONN)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed daemon's mount is not dead"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.spawn();
 
     assert_eq!(status(&d, "zero"), "stopped");
@@ -459,6 +473,9 @@ fn ids_and_inodes_survive_restarts() {
     let distinct: BTreeSet<&String> = before.iter().map(|(id, _)| id).collect();
     assert_eq!(distinct.len(), 3);
 
+    // Freshly cached attributes of the mount point: a restart right after
+    // the kill still sees them, and must not take the dead mount for a live one.
+    std::fs::metadata(&d.mount).expect("mount answers");
     d.kill9();
     d.spawn();
     assert_eq!(snapshot(&d), before, "after kill -9");
@@ -516,7 +533,6 @@ fn a_detaching_restart_right_after_kill9_returns_once_it_serves() {
         .output()
         .expect("run detaching daemon");
     let _detached = Detached(d.state.clone());
-    eprintln!("DEBUG returned at {:?}", std::time::SystemTime::now());
     assert!(
         out.status.success(),
         "{}{}",
