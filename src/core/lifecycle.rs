@@ -74,10 +74,6 @@ impl Core {
         if let Err(e) = m.log.reset() {
             tracing::warn!("cannot reset log of {}: {e}", rec.name);
         }
-        m.log.note(&format!(
-            "starting {} machine {}",
-            rec.spec.runtime_type, rec.name
-        ));
         self.commit(m, |r| r.status = Status::Starting)?;
         if let Err(e) = runtime.start().await {
             m.log.note(&format!("start failed: {e}"));
@@ -143,7 +139,6 @@ impl Core {
             Ok(Observed::Exited { exit_code, .. }) => Some(exit_code),
             _ => None,
         };
-        m.log.note("stopped");
         self.commit(m, |r| {
             r.status = Status::Stopped;
             r.exit_code = exit_code;
@@ -267,7 +262,6 @@ impl Core {
                     let code = waited.unwrap_or(exit_code);
                     let (status, error) = exit_outcome(code, reason.as_deref(), "");
                     m.next_generation();
-                    m.log.note(&format!("exited with code {code}"));
                     if let Err(e) = self.commit(&m, |r| {
                         r.status = status;
                         r.exit_code = Some(code);
