@@ -7,6 +7,7 @@
 //! `Runtime` for a machine from its spec.
 
 pub mod docker;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -45,9 +45,8 @@ use bollard::query_parameters::{
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
-use bollard::{ClientVersion, Docker, API_DEFAULT_VERSION};
+use bollard::Docker;
 use futures_util::StreamExt;
-use tokio::sync::OnceCell;
 
 use super::{
     Capability, Driver, ExecOutput, ExecRequest, Health, LogOptions, LogStream, MachineRef,
@@ -56,6 +55,12 @@ use super::{
 use crate::core::spec::RestartPolicy;
 use crate::core::{MachineSpec, RuntimeKind};
 use crate::error::{Error, Result};
+use crate::runtime::process;
+
+mod connection;
+
+pub use connection::DockerConnection;
+use connection::{docker_error, status_of, REQUEST_TIMEOUT};
 
 /// Prefix of every container name; the rest is the machine id.
 pub const NAME_PREFIX: &str = "hyperfleet-";
@@ -72,17 +77,9 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// read and dropped so the process never blocks on a full pipe.
 pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
-/// Deadline for reaching the engine at all; a hung engine must not hang us.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deadline for an ordinary request to get its response headers. Streams
-/// (logs, exec output, wait) are not bound by it once they have begun.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra time a stop request gets beyond its grace period.
 const STOP_SLACK: Duration = Duration::from_secs(30);
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
-const RUNTIME: &str = "docker";
-/// The socket used when DOCKER_HOST is unset.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const RUNTIME: &str = "docker";
 const MAX_ID_LEN: usize = 128;
 
 const ALL_CAPABILITIES: &[Capability] = &[
@@ -96,295 +93,6 @@ const ALL_CAPABILITIES: &[Capability] = &[
     Capability::Exec,
     Capability::Logs,
 ];
-
-// ---------------------------------------------------------------------------
-// Connection
-
-/// A lazily established, version-negotiated connection to a Docker Engine.
-///
-/// Cheap to build and to clone (clones share one connection). Nothing is
-/// contacted until the first request; if the engine is unreachable then, the
-/// request fails with [`Error::RuntimeUnavailable`] and the next one tries
-/// again.
-#[derive(Clone)]
-pub struct DockerConnection {
-    inner: Arc<ConnectionInner>,
-}
-
-struct ConnectionInner {
-    source: Source,
-    client: OnceCell<Docker>,
-}
-
-enum Source {
-    Host(String),
-    Client(Docker),
-}
-
-impl DockerConnection {
-    /// The local engine: `DOCKER_HOST` if set, else `/var/run/docker.sock`.
-    pub fn local() -> Self {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        Self::with_host(host)
-    }
-
-    /// An engine at an explicit address (`unix:///path`, `tcp://host:port`
-    /// or `http://host:port`).
-    pub fn with_host(host: impl Into<String>) -> Self {
-        Self::from_source(Source::Host(host.into()))
-    }
-
-    /// Uses a client built by the caller. Its API version is only ever
-    /// lowered (bollard's `negotiate_version`), so build it with a version the
-    /// engine accepts; [`DockerConnection::with_host`] needs no such care.
-    pub fn from_client(docker: Docker) -> Self {
-        Self::from_source(Source::Client(docker))
-    }
-
-    fn from_source(source: Source) -> Self {
-        DockerConnection {
-            inner: Arc::new(ConnectionInner {
-                source,
-                client: OnceCell::new(),
-            }),
-        }
-    }
-
-    /// The address this connection talks to, for messages.
-    pub fn host(&self) -> &str {
-        match &self.inner.source {
-            Source::Host(h) => h,
-            Source::Client(_) => "(caller-supplied client)",
-        }
-    }
-
-    /// The connected client, negotiating the API version on first use.
-    pub async fn client(&self) -> Result<Docker> {
-        self.inner
-            .client
-            .get_or_try_init(|| async {
-                match &self.inner.source {
-                    Source::Host(host) => connect_host(host).await,
-                    Source::Client(docker) => {
-                        match tokio::time::timeout(
-                            CONNECT_TIMEOUT,
-                            docker.clone().negotiate_version(),
-                        )
-                        .await
-                        {
-                            Ok(negotiated) => negotiated.map_err(|e| docker_error(e, None)),
-                            Err(_) => Err(unreachable_in(CONNECT_TIMEOUT)),
-                        }
-                    }
-                }
-            })
-            .await
-            .cloned()
-    }
-
-    /// Pings the engine and reports its version, within a few seconds.
-    pub async fn health(&self) -> Health {
-        let probe = async {
-            let docker = self.client().await?;
-            docker.ping().await.map_err(|e| docker_error(e, None))?;
-            docker.version().await.map_err(|e| docker_error(e, None))
-        };
-        match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
-            Ok(Ok(v)) => Health::Available {
-                detail: format!(
-                    "Docker Engine {} (API {}, {}/{})",
-                    v.version.as_deref().unwrap_or("unknown"),
-                    v.api_version.as_deref().unwrap_or("unknown"),
-                    v.os.as_deref().unwrap_or("?"),
-                    v.arch.as_deref().unwrap_or("?"),
-                ),
-            },
-            Ok(Err(e)) => Health::Unavailable {
-                reason: unavailable_reason(e),
-            },
-            Err(_) => Health::Unavailable {
-                reason: format!(
-                    "the engine at {} did not answer within {}s",
-                    self.host(),
-                    HEALTH_TIMEOUT.as_secs()
-                ),
-            },
-        }
-    }
-}
-
-impl Default for DockerConnection {
-    fn default() -> Self {
-        Self::local()
-    }
-}
-
-impl From<Docker> for DockerConnection {
-    fn from(docker: Docker) -> Self {
-        Self::from_client(docker)
-    }
-}
-
-impl fmt::Debug for DockerConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DockerConnection")
-            .field("host", &self.host())
-            .field("connected", &self.inner.client.initialized())
-            .finish()
-    }
-}
-
-/// Connects to `host` at the newest API version both sides speak.
-///
-/// bollard's own `negotiate_version` asks `/v1.53/version`, which an older
-/// engine refuses outright ("client version 1.53 is too new"); and any fixed
-/// low version is refused by engines that raised their minimum. So the
-/// version is asked unversioned, which every engine answers.
-async fn connect_host(host: &str) -> Result<Docker> {
-    let connect = |version: &ClientVersion, timeout: Duration| -> Result<Docker> {
-        let secs = timeout.as_secs();
-        let docker = if host.starts_with("unix://") {
-            Docker::connect_with_unix(host, secs, version)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(host, secs, version)
-        } else {
-            return Err(unavailable(format!(
-                "unsupported DOCKER_HOST {host:?}: only unix://, tcp:// and http:// are supported"
-            )));
-        };
-        docker.map_err(|e| docker_error(e, None))
-    };
-
-    let probe = connect(API_DEFAULT_VERSION, CONNECT_TIMEOUT)?.with_request_modifier(|mut req| {
-        let prefix = format!(
-            "/v{}.{}/",
-            API_DEFAULT_VERSION.major_version, API_DEFAULT_VERSION.minor_version
-        );
-        let unversioned = req.uri().to_string().replacen(&prefix, "/", 1);
-        if let Ok(uri) = unversioned.parse() {
-            *req.uri_mut() = uri;
-        }
-        req
-    });
-    let version = match tokio::time::timeout(CONNECT_TIMEOUT, probe.version()).await {
-        Ok(v) => v.map_err(|e| docker_error(e, None))?,
-        Err(_) => return Err(unreachable_in(CONNECT_TIMEOUT)),
-    };
-    let server = version
-        .api_version
-        .as_deref()
-        .and_then(parse_api_version)
-        .ok_or_else(|| {
-            unavailable(format!(
-                "the engine reported no usable API version ({:?})",
-                version.api_version
-            ))
-        })?;
-    // Never above what bollard's models were written for.
-    let chosen = if server < *API_DEFAULT_VERSION {
-        server
-    } else {
-        *API_DEFAULT_VERSION
-    };
-    connect(&chosen, REQUEST_TIMEOUT)
-}
-
-fn parse_api_version(s: &str) -> Option<ClientVersion> {
-    let (major, minor) = s.split_once('.')?;
-    Some(ClientVersion {
-        major_version: major.parse().ok()?,
-        minor_version: minor.parse().ok()?,
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-
-fn unavailable(reason: impl Into<String>) -> Error {
-    Error::RuntimeUnavailable {
-        runtime: RUNTIME.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn unreachable_in(timeout: Duration) -> Error {
-    unavailable(format!(
-        "the engine did not answer within {}s",
-        timeout.as_secs()
-    ))
-}
-
-fn unavailable_reason(e: Error) -> String {
-    match e {
-        Error::RuntimeUnavailable { reason, .. } => reason,
-        other => other.to_string(),
-    }
-}
-
-/// An error with its causes, because a transport error's own text is often
-/// just "client error (Connect)" while the cause says what went wrong.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let s = cause.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// The one place bollard errors become crate errors. `image` is the image
-/// the request was about, if any: a 404 then means the image is missing.
-fn docker_error(err: DockerError, image: Option<&str>) -> Error {
-    let err = match (err, image) {
-        (
-            DockerError::DockerResponseServerError {
-                status_code: 404,
-                message,
-            },
-            Some(image),
-        ) => {
-            return Error::ImageNotFound {
-                image: image.to_owned(),
-                reason: message,
-            }
-        }
-        (err, _) => err,
-    };
-    match err {
-        DockerError::DockerResponseServerError { message, .. } => {
-            Error::Runtime(format!("docker: {message}"))
-        }
-        DockerError::DockerStreamError { error } => Error::Runtime(format!("docker: {error}")),
-        DockerError::SocketNotFoundError(path) => unavailable(format!(
-            "socket {path} does not exist (is dockerd running?)"
-        )),
-        DockerError::RequestTimeoutError => unavailable("the engine did not answer in time"),
-        e @ (DockerError::HyperLegacyError { .. }
-        | DockerError::HyperResponseError { .. }
-        | DockerError::IOError { .. }
-        | DockerError::UnsupportedURISchemeError { .. }
-        | DockerError::URLParseError { .. }
-        | DockerError::InvalidURIError { .. }) => {
-            unavailable(format!("cannot reach the engine: {}", error_chain(&e)))
-        }
-        e => Error::Runtime(format!("docker: {}", error_chain(&e))),
-    }
-}
-
-fn status_of(err: &DockerError) -> Option<u16> {
-    match err {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Driver
@@ -843,16 +551,18 @@ impl Container {
             .and_then(|p| i32::try_from(p).ok())
             .filter(|p| *p > 0)
             .ok_or("the container has no running init process")?;
-        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-        let target = ns(&pid.to_string());
-        if target.is_none() || target != ns(&init.to_string()) || target == ns("self") {
+        let target = process::pid_namespace(&pid.to_string());
+        if target.is_none()
+            || target != process::pid_namespace(&init.to_string())
+            || target == process::pid_namespace("self")
+        {
             return Err(format!(
                 "pid {pid} is not a process of container {} on this host \
                  (is the engine remote?)",
                 self.name
             ));
         }
-        kill_tree(pid)?;
+        process::kill_tree(pid)?;
         // Wait for Docker to see the exit, so the process is gone (not just
         // signalled) once the caller hears about the timeout.
         for _ in 0..100 {
@@ -1251,76 +961,6 @@ fn runtime_info(c: ContainerInspectResponse) -> RuntimeInfo {
     }
 }
 
-/// SIGKILLs `root` and all its descendants. The tree is frozen with
-/// SIGSTOP first, so nothing forks a new child between listing and killing.
-/// Fails only if `root` itself could not be signalled.
-fn kill_tree(root: i32) -> Result<(), String> {
-    let mut victims = vec![root];
-    // Two passes: a child forked while the first pass was stopping its
-    // parent shows up in the second.
-    for _ in 0..2 {
-        for pid in &victims {
-            // SAFETY: kill(2) has no memory effects; `pid` is positive, so
-            // it names one process, never a group or "all processes".
-            unsafe { libc::kill(*pid, libc::SIGSTOP) };
-        }
-        victims = descendants(root);
-        victims.insert(0, root);
-    }
-    let mut outcome = Ok(());
-    for pid in victims {
-        // SAFETY: as above.
-        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 && pid == root {
-            let errno = std::io::Error::last_os_error();
-            // ESRCH: it exited on its own meanwhile, which is what we wanted.
-            if errno.raw_os_error() != Some(libc::ESRCH) {
-                outcome = Err(format!("kill({root}, SIGKILL): {errno}"));
-            }
-        }
-    }
-    outcome
-}
-
-/// Every live descendant of `root`, from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // The command name may hold spaces and parentheses; fields after
-            // its closing parenthesis are fixed: state, then ppid.
-            let Some(ppid) = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            children.entry(ppid).or_default().push(pid);
-        }
-    }
-    let mut found = Vec::new();
-    let mut queue = vec![root];
-    while let Some(pid) = queue.pop() {
-        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
-            if child > 0 && !found.contains(&child) {
-                found.push(child);
-                queue.push(child);
-            }
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1359,14 +999,6 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn api_versions_parse() {
-        let v = parse_api_version("1.41").unwrap();
-        assert_eq!((v.major_version, v.minor_version), (1, 41));
-        assert!(parse_api_version("1").is_none());
-        assert!(parse_api_version("x.y").is_none());
     }
 
     #[test]
