@@ -24,7 +24,11 @@ use crate::core::{Core, ExecCommand, Machine, RuntimeKind, Status, Verb, MAX_WRI
 use crate::error::Error;
 use inode::{FileKind, Node};
 
-/// Structure changes rarely and every change passes through this process.
+/// Nodes whose identity and attributes never change while they exist; an
+/// `rmdir` through the mount drops the kernel's entry at once anyway.
+const TTL_FIXED: Duration = Duration::from_secs(60);
+/// Files whose size follows machine state (reads never depend on it: every
+/// file is opened for direct I/O).
 const TTL_STABLE: Duration = Duration::from_secs(1);
 /// Nodes whose attributes or existence follow machine state.
 const TTL_LIVE: Duration = Duration::ZERO;
@@ -118,8 +122,9 @@ impl MachineFs {
         match node {
             Node::StatusLink(_) | Node::RuntimeLink(_) => TTL_LIVE,
             Node::File(_, FileKind::Logs | FileKind::Ctl | FileKind::Exec) => TTL_LIVE,
-            Node::StatusDir(_) | Node::RuntimeLinksDir(_) => TTL_LIVE,
-            _ => TTL_STABLE,
+            Node::File(_, FileKind::Id) | Node::Readme => TTL_FIXED,
+            Node::File(..) | Node::RuntimeStatus(_) => TTL_STABLE,
+            _ => TTL_FIXED,
         }
     }
 
@@ -530,7 +535,7 @@ impl Filesystem for MachineFs {
         use std::os::unix::ffi::OsStrExt;
         match self.core.create(name.as_bytes()) {
             Ok(rec) => match self.attr(Node::Machine(rec.seq), Node::Machine(rec.seq).ino()) {
-                Ok(attr) => reply.entry(&TTL_STABLE, &attr, Generation(0)),
+                Ok(attr) => reply.entry(&TTL_FIXED, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             },
             Err(e) => reply.error(errno(&e)),
