@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs and starts what hyperfleet needs on a Debian host, idempotently:
 # FUSE 3 tools, the Docker engine (Debian's docker.io) answering on its
-# socket, and busybox-static (for the local test image).
+# socket, busybox-static (for the local test image) and curl (REST tests).
 set -euo pipefail
 
 missing=()
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "deps: missing ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2

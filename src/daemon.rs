@@ -20,6 +20,8 @@ pub struct Options {
     pub mount: PathBuf,
     pub state_dir: PathBuf,
     pub foreground: bool,
+    /// Where to serve the REST API, if at all.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn is_root() -> bool {
@@ -150,6 +152,17 @@ fn serve(
         state_dir.join("hyperfleet.pid"),
         format!("{}\n", std::process::id()),
     )?;
+    let _ = fs::remove_file(state_dir.join("rest.addr"));
+    if let Some(addr) = opts.listen {
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("listening on {addr}"))?;
+        let bound = listener.local_addr()?;
+        // With port 0 the kernel picks; scripts and tests read it here.
+        fs::write(state_dir.join("rest.addr"), format!("{bound}\n"))?;
+        rt.spawn(crate::rest::serve(core.clone(), listener));
+        tracing::info!("REST API on http://{bound}");
+    }
     tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
     if let Some(mut tx) = ready.take() {
         let _ = tx.write_all(READY.as_bytes());

@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod error;
+pub mod rest;
 pub mod runtime;
 
 pub use error::{Error, Result};

@@ -26,6 +26,10 @@ enum Command {
         /// Stay attached to the terminal instead of detaching.
         #[arg(long)]
         foreground: bool,
+        /// Also serve the REST API on this address (e.g. 127.0.0.1:3000); port 0 picks one
+        /// and writes it to <state-dir>/rest.addr.
+        #[arg(long, env = "HYPERFLEET_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Run a command in a machine through the mounted filesystem; exits with its exit code.
     Exec {
@@ -47,11 +51,13 @@ fn main() -> ExitCode {
             mount,
             state_dir,
             foreground,
+            listen,
         } => {
             let opts = daemon::Options {
                 mount: mount.unwrap_or_else(daemon::default_mount),
                 state_dir: state_dir.unwrap_or_else(daemon::default_state_dir),
                 foreground,
+                listen,
             };
             match daemon::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,

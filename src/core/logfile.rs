@@ -64,6 +64,26 @@ impl LogFile {
         let _ = fs::remove_file(&self.path);
     }
 
+    /// The whole log, or only its last `lines` lines.
+    pub fn tail(&self, lines: Option<usize>) -> std::io::Result<Vec<u8>> {
+        let all = self.read_at(0, LOG_CAP as usize + 4096)?;
+        let Some(n) = lines else { return Ok(all) };
+        let body = all.strip_suffix(b"\n").unwrap_or(&all);
+        let start = body
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(n.saturating_sub(1))
+            .map(|(i, _)| i + 1)
+            .unwrap_or(0);
+        Ok(if n == 0 {
+            Vec::new()
+        } else {
+            all[start..].to_vec()
+        })
+    }
+
     pub fn read_at(&self, offset: u64, size: usize) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
         let f = match File::open(&self.path) {
@@ -82,5 +102,24 @@ impl LogFile {
         }
         buf.truncate(filled);
         Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "m");
+        assert_eq!(log.tail(Some(3)).unwrap(), b"");
+        log.append(b"a\nb\nc\nd\n").unwrap();
+        assert_eq!(log.tail(Some(2)).unwrap(), b"c\nd\n");
+        assert_eq!(log.tail(Some(10)).unwrap(), b"a\nb\nc\nd\n");
+        assert_eq!(log.tail(Some(0)).unwrap(), b"");
+        assert_eq!(log.tail(None).unwrap(), b"a\nb\nc\nd\n");
+        log.append(b"partial").unwrap();
+        assert_eq!(log.tail(Some(1)).unwrap(), b"partial");
     }
 }

@@ -124,6 +124,23 @@ struct Registry {
     by_seq: HashMap<u64, Arc<Machine>>,
 }
 
+/// The stored facts of a machine as JSON: what `info` starts from and what
+/// REST returns for a machine.
+pub fn describe(rec: &MachineRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": rec.id,
+        "name": rec.name.as_str(),
+        "runtime_type": rec.spec.runtime_type,
+        "status": rec.status.as_str(),
+        "error": rec.error,
+        "exit_code": rec.exit_code,
+        "config": rec.spec,
+        "created_at_ms": rec.created_ms,
+        "updated_at_ms": rec.updated_ms,
+        "started_at_ms": rec.started_ms,
+    })
+}
+
 /// What a directory listing needs of a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineEntry {
@@ -208,6 +225,19 @@ impl Core {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    /// A machine by name or by id (REST addresses machines either way).
+    pub fn find(&self, key: &str) -> Result<Arc<Machine>> {
+        if let Ok(m) = self.get(key) {
+            return Ok(m);
+        }
+        read(&self.registry)
+            .by_seq
+            .values()
+            .find(|m| read(&m.record).id == key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(key.to_owned()))
     }
 
     pub fn get_by_seq(&self, seq: u64) -> Option<Arc<Machine>> {
@@ -373,15 +403,7 @@ impl Core {
     pub async fn info(&self, name: &str) -> Result<serde_json::Value> {
         let m = self.get(name)?;
         let rec = m.snapshot();
-        let mut out = serde_json::json!({
-            "id": rec.id,
-            "name": rec.name.as_str(),
-            "runtime": rec.spec.runtime_type,
-            "status": rec.status.as_str(),
-            "exit_code": rec.exit_code,
-            "created_at_ms": rec.created_ms,
-            "started_at_ms": rec.started_ms,
-        });
+        let mut out = describe(&rec);
         if rec.status != Status::Pending {
             let rt = self.runtime_for(&m, &rec)?;
             let info = rt.info().await?;
