@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&mount)?;
     let rt = tokio::runtime::Runtime::new()?;
     let core = Core::open(&dir.path().join("state"), daemon::drivers())?;
-    rt.block_on(core.reconcile());
+    rt.block_on(core.reconcile(true));
     let session = daemon::mount(core.clone(), rt.handle().clone(), &mount)?;
     let m = |rel: &str| mount.join(rel);
     let mut rows = Vec::new();

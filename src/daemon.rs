@@ -142,16 +142,14 @@ fn serve(
         .thread_name("hyperfleet")
         .build()?;
     let core = Core::open(&state_dir, drivers())?;
-    rt.block_on(core.reconcile());
+    rt.block_on(async {
+        core.probe_health().await;
+        core.reconcile(true).await
+    });
     let _guard = rt.enter();
     core.spawn_health_monitor(Duration::from_secs(5));
 
-    let session = mount(core.clone(), rt.handle().clone(), &opts.mount)
-        .with_context(|| format!("mounting {}", opts.mount.display()))?;
-    fs::write(
-        state_dir.join("hyperfleet.pid"),
-        format!("{}\n", std::process::id()),
-    )?;
+    // REST first: once the mount and pid file appear, everything answers.
     let _ = fs::remove_file(state_dir.join("rest.addr"));
     if let Some(addr) = opts.listen {
         let listener = rt
@@ -163,6 +161,12 @@ fn serve(
         rt.spawn(crate::rest::serve(core.clone(), listener));
         tracing::info!("REST API on http://{bound}");
     }
+    let session = mount(core.clone(), rt.handle().clone(), &opts.mount)
+        .with_context(|| format!("mounting {}", opts.mount.display()))?;
+    fs::write(
+        state_dir.join("hyperfleet.pid"),
+        format!("{}\n", std::process::id()),
+    )?;
     tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
     if let Some(mut tx) = ready.take() {
         let _ = tx.write_all(READY.as_bytes());

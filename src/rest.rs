@@ -125,9 +125,10 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 })?),
                 None => None,
             };
-            let text = m
-                .log()
-                .tail(tail)
+            let log = m.log().clone();
+            let text = tokio::task::spawn_blocking(move || log.tail(tail))
+                .await
+                .map_err(|e| Error::Store(e.to_string()))?
                 .map_err(|e| Error::Store(e.to_string()))?;
             Ok(Response::builder()
                 .header("content-type", "text/plain; charset=utf-8")

@@ -489,3 +489,35 @@ fn concurrent_config_writers_leave_exactly_one_whole_config() {
         "config holds a refused writer's spec:\n{out}"
     );
 }
+
+#[test]
+fn oversized_ctl_and_exec_writes_fail_whole_and_run_nothing() {
+    require_docker();
+    let d = Daemon::start();
+    d.machine("web", r#"["sleep","600"]"#);
+    d.ok("echo start > machines/web/ctl");
+    // One write() of "kill", padding past the kernel's split size, then
+    // "start": no piece of it may run as a command of its own.
+    let err = d.fails(
+        "python3 -c 'import sys; sys.stdout.write(\"kill\" + \" \" * 2000000 + \"\\nstart\\n\")' > machines/web/ctl",
+    );
+    assert!(
+        err.contains("File too large") || err.contains("Errno 27"),
+        "{err}"
+    );
+    assert_eq!(d.read("machines/web/status"), "running\n");
+    assert!(d.read("machines/web/error").contains("too large"));
+    let err = d.fails(
+        "python3 -c 'import sys; sys.stdout.write(\"touch /tmp/A\" + \" \" * 2000000 + \"\\ntouch /tmp/B\\n\")' > machines/web/exec",
+    );
+    assert!(
+        err.contains("File too large") || err.contains("Errno 27"),
+        "{err}"
+    );
+    d.ok("echo 'ls /tmp' > machines/web/exec");
+    assert_eq!(
+        d.read("machines/web/exec"),
+        "",
+        "a piece of the oversized write ran"
+    );
+}

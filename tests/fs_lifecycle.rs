@@ -40,3 +40,66 @@ fn full_lifecycle_from_a_shell() {
     assert_eq!(d.ok("ls machines"), "");
     assert!(d.containers().is_empty(), "container left behind");
 }
+
+#[test]
+fn logs_keep_a_runs_last_lines_and_follow_restart_policy_restarts() {
+    require_docker();
+    let d = Daemon::start();
+    // Prints and exits at once: the last lines arrive as the run ends.
+    d.machine(
+        "burst",
+        r#"["sh","-c","for i in 1 2 3 4 5 6 7 8 9; do echo line $i; done; exit 3"]"#,
+    );
+    d.ok("echo start > machines/burst/ctl; /bin/echo 'wait failed 20' > machines/burst/ctl");
+    assert_eq!(
+        d.ok("grep -c '^line' machines/burst/logs"),
+        "9\n",
+        "logs: {}",
+        d.read("machines/burst/logs")
+    );
+
+    // Docker restarts this one by itself; each run's line must reach logs.
+    d.ok(r#"mkdir machines/again && echo '{"image":"'"$IMAGE"'","cmd":["sh","-c","echo run; sleep 1; exit 1"],"restart":"always"}' > machines/again/config && echo start > machines/again/ctl"#);
+    let runs = d.ok(
+        "for i in $(seq 1 60); do n=$(grep -c '^run' machines/again/logs); [ \"$n\" -ge 3 ] && break; sleep 0.5; done; echo $n",
+    );
+    assert!(
+        runs.trim().parse::<u32>().unwrap_or(0) >= 3,
+        "only {runs} runs in logs"
+    );
+    assert_eq!(d.read("machines/again/status"), "running\n");
+    d.ok("echo kill > machines/again/ctl");
+}
+
+#[test]
+fn a_failed_start_keeps_the_last_run() {
+    require_docker();
+    let d = Daemon::start();
+    d.machine("web", r#"["sh","-c","echo hello from run one; exit 0"]"#);
+    d.ok("echo start > machines/web/ctl; /bin/echo 'wait stopped 20' > machines/web/ctl");
+    let info_before = d.read("machines/web/info");
+    assert!(info_before.contains("\"exit_code\": 0"), "{info_before}");
+    d.ok(r#"echo '{"image":"hyperfleet-test/no-such-image:never"}' > machines/web/config"#);
+    let err = d.fails("/bin/echo start > machines/web/ctl");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert_eq!(d.read("machines/web/status"), "stopped\n");
+    assert!(d.read("machines/web/logs").contains("hello from run one"));
+    assert_eq!(d.containers().len(), 1, "the last run's container is gone");
+}
+
+#[test]
+fn switching_runtime_type_leaves_a_deletable_pending_machine() {
+    require_docker();
+    let d = Daemon::start();
+    d.machine("web", r#"["true"]"#);
+    d.ok("echo start > machines/web/ctl; /bin/echo 'wait stopped 20' > machines/web/ctl");
+    assert_eq!(d.containers().len(), 1);
+    d.ok(r#"echo '{"runtime_type":"firecracker","kernel_image_path":"/boot/vmlinux"}' > machines/web/config"#);
+    assert_eq!(d.read("machines/web/status"), "pending\n");
+    assert!(
+        d.containers().is_empty(),
+        "the docker container outlived the switch"
+    );
+    assert_eq!(d.ok("ls by-runtime/firecracker"), "web\n");
+    d.ok("rmdir machines/web");
+}

@@ -108,3 +108,16 @@ fn rest_errors_have_status_and_json_body_and_change_nothing() {
         "{health}"
     );
 }
+
+#[test]
+fn a_client_that_hangs_up_does_not_leave_a_machine_half_stopped() {
+    require_docker();
+    let (d, api) = rest_daemon();
+    d.machine("web", r#"["sleep","600"]"#);
+    d.ok("echo start > machines/web/ctl");
+    // `sleep` ignores SIGTERM, so stop takes its 10 s grace; the client gives up after 1 s.
+    let out = d.sh(&format!("curl -s -m 1 -X POST {api}/machines/web/stop"));
+    assert!(!out.status.success(), "curl should have timed out");
+    d.ok("/bin/echo 'wait stopped 30' > machines/web/ctl");
+    d.ok("echo start > machines/web/ctl && echo kill > machines/web/ctl");
+}

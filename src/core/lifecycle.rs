@@ -71,17 +71,13 @@ impl Core {
         rec.spec.check_complete()?;
         let runtime = self.new_runtime(m, &rec)?;
         let previous = rec.status;
-        if let Err(e) = m.log.reset() {
-            tracing::warn!("cannot reset log of {}: {e}", rec.name);
-        }
         self.commit(m, |r| r.status = Status::Starting)?;
+        // Until the new run exists, `logs` keeps the last run's output, with
+        // pull progress appended, so a failed start loses nothing.
         if let Err(e) = runtime.start().await {
             m.log.note(&format!("start failed: {e}"));
-            // Leave nothing half-created behind and go back to where we were.
-            if let Err(rm) = runtime.remove().await {
-                tracing::warn!("cleanup after failed start of {}: {rm}", rec.name);
-            }
-            self.commit(m, |r| r.status = previous)?;
+            // Go back to where we were; the runtime left nothing half-created.
+            self.force(m, |r| r.status = previous);
             return Err(e);
         }
         let generation = m.next_generation();
@@ -97,9 +93,10 @@ impl Core {
             let _ = runtime.kill().await;
             let _ = runtime.remove().await;
             m.next_generation();
+            self.force(m, |r| r.status = previous);
             return Err(e);
         }
-        self.follow_run(m, runtime, generation, true);
+        self.follow_run(m, runtime, generation);
         Ok(())
     }
 
@@ -130,7 +127,7 @@ impl Core {
             Halt::Kill => runtime.kill().await,
         };
         if let Err(e) = res {
-            self.commit(m, |r| r.status = previous)?;
+            self.force(m, |r| r.status = previous);
             return Err(e);
         }
         // The run is over: its watcher must not report this exit a second time.
@@ -139,11 +136,12 @@ impl Core {
             Ok(Observed::Exited { exit_code, .. }) => Some(exit_code),
             _ => None,
         };
-        self.commit(m, |r| {
+        self.force(m, |r| {
             r.status = Status::Stopped;
             r.exit_code = exit_code;
             r.error.clear();
-        })
+        });
+        Ok(())
     }
 
     async fn pause_locked(&self, m: &Arc<Machine>, pause: bool) -> Result<()> {
@@ -181,51 +179,19 @@ impl Core {
         m: &Arc<Machine>,
         runtime: Arc<dyn Runtime>,
         generation: u64,
-        fresh_log: bool,
     ) {
         let core = self.clone();
         let machine = m.clone();
         let rt = runtime.clone();
         tokio::spawn(async move { core.watch_exit(machine, rt, generation).await });
 
-        let machine = m.clone();
-        tokio::spawn(async move {
-            if !fresh_log {
-                // Re-adopted run: the runtime replays its whole output.
-                let _ = machine.log.reset();
-            }
-            let mut stream = match runtime
-                .logs(LogOptions {
-                    follow: true,
-                    tail: None,
-                })
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    machine.log.note(&format!("cannot follow output: {e}"));
-                    return;
-                }
-            };
-            while let Some(chunk) = stream.next().await {
-                if machine.generation() != generation || machine.deleted.load(Ordering::SeqCst) {
-                    return;
-                }
-                match chunk {
-                    Ok(bytes) => {
-                        if let Err(e) = machine.log.append(&bytes) {
-                            tracing::warn!("cannot append log: {e}");
-                        }
-                    }
-                    Err(e) => {
-                        machine.log.note(&format!("output stream ended: {e}"));
-                        return;
-                    }
-                }
-            }
-        });
+        // A new log for the run; the runtime replays its output from the start.
+        let run = m.log_run.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = m.log.reset() {
+            tracing::warn!("cannot reset log: {e}");
+        }
+        tokio::spawn(follow_output(m.clone(), runtime, run));
     }
-
     async fn watch_exit(
         self: Arc<Self>,
         m: Arc<Machine>,
@@ -262,24 +228,76 @@ impl Core {
                     let code = waited.unwrap_or(exit_code);
                     let (status, error) = exit_outcome(code, reason.as_deref(), "");
                     m.next_generation();
-                    if let Err(e) = self.commit(&m, |r| {
+                    self.force(&m, |r| {
                         r.status = status;
                         r.exit_code = Some(code);
                         r.error = error;
-                    }) {
-                        tracing::error!("cannot record exit: {e}");
-                    }
+                    });
                     return;
                 }
                 Ok(Observed::Missing) => {
                     m.next_generation();
-                    let _ = self.commit(&m, |r| {
+                    self.force(&m, |r| {
                         r.status = Status::Failed;
                         r.error = "the workload disappeared from its runtime".into();
                     });
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Copies a run's output into its log until a newer run begins. The stream
+/// ends whenever the workload stops; while the machine is still meant to run
+/// (a restart policy brought it back, the engine restarted) it is reopened,
+/// skipping the bytes already copied, since the runtime replays from the start.
+async fn follow_output(m: Arc<Machine>, runtime: Arc<dyn Runtime>, run: u64) {
+    let current = || m.log_run.load(Ordering::SeqCst) == run && !m.deleted.load(Ordering::SeqCst);
+    let mut copied: u64 = 0;
+    loop {
+        let opened = runtime
+            .logs(LogOptions {
+                follow: true,
+                tail: None,
+            })
+            .await;
+        match opened {
+            Ok(mut stream) => {
+                let mut skip = copied;
+                while let Some(chunk) = stream.next().await {
+                    if !current() {
+                        return;
+                    }
+                    let bytes = match chunk {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::debug!("output stream ended: {e}");
+                            break;
+                        }
+                    };
+                    let seen = skip.min(bytes.len() as u64);
+                    skip -= seen;
+                    let fresh = &bytes[seen as usize..];
+                    if fresh.is_empty() {
+                        continue;
+                    }
+                    copied += fresh.len() as u64;
+                    if let Err(e) = m.log.append(fresh) {
+                        tracing::warn!("cannot append log: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("cannot follow output: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !current()
+            || !matches!(
+                m.status(),
+                Status::Running | Status::Paused | Status::Starting
+            )
+        {
+            return;
         }
     }
 }

@@ -66,7 +66,7 @@ impl LogFile {
 
     /// The whole log, or only its last `lines` lines.
     pub fn tail(&self, lines: Option<usize>) -> std::io::Result<Vec<u8>> {
-        let all = self.read_at(0, LOG_CAP as usize + 4096)?;
+        let all = self.read_at(0, self.len().min(2 * LOG_CAP) as usize)?;
         let Some(n) = lines else { return Ok(all) };
         let body = all.strip_suffix(b"\n").unwrap_or(&all);
         let start = body

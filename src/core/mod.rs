@@ -30,6 +30,20 @@ use crate::error::{Error, Result};
 use crate::runtime::{Capability, Driver, ExecOutput, Health, MachineRef, Runtime};
 use crate::store::{now_ms, MachineRecord, Store};
 
+/// How long a config write waits for a lifecycle operation to finish.
+const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs an operation to completion on its own task, so a front end that
+/// stops waiting (a REST client hung up) cannot cancel it half-way and leave
+/// a machine `starting` or `stopping` forever.
+async fn detached<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(op)
+        .await
+        .unwrap_or_else(|e| Err(Error::Runtime(format!("operation aborted: {e}"))))
+}
+
 /// The result of the most recent `exec` on a machine.
 #[derive(Debug, Clone)]
 pub struct ExecRecord {
@@ -50,6 +64,8 @@ pub struct Machine {
     /// Bumped whenever a run ends or begins, so background tasks of an old
     /// run recognise that they are stale.
     generation: AtomicU64,
+    /// Bumped when `logs` starts afresh; a log follower of an older run stops.
+    log_run: AtomicU64,
     deleted: AtomicBool,
     status_tx: watch::Sender<Status>,
     last_exec: Mutex<Option<Arc<ExecRecord>>>,
@@ -65,6 +81,7 @@ impl Machine {
             op: tokio::sync::Mutex::new(()),
             live: Mutex::new(None),
             generation: AtomicU64::new(0),
+            log_run: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             status_tx,
             last_exec: Mutex::new(None),
@@ -283,10 +300,14 @@ impl Core {
         Ok(rec)
     }
 
-    pub async fn delete(&self, name: &str) -> Result<()> {
+    pub async fn delete(self: &Arc<Self>, name: &str) -> Result<()> {
         let m = self.get(name)?;
-        let res = self.delete_machine(&m).await;
-        self.outcome(&m, res)
+        let core = self.clone();
+        detached(async move {
+            let res = core.delete_machine(&m).await;
+            core.outcome(&m, res)
+        })
+        .await
     }
 
     async fn delete_machine(&self, m: &Arc<Machine>) -> Result<()> {
@@ -311,23 +332,30 @@ impl Core {
         }
         m.deleted.store(true, Ordering::SeqCst);
         m.next_generation();
+        m.log_run.fetch_add(1, Ordering::SeqCst);
         m.status_tx.send_modify(|_| {});
         m.log.remove();
         Ok(())
     }
 
     /// Replaces a machine's spec. Only while it holds no running workload.
-    pub async fn set_config(&self, name: &str, bytes: &[u8]) -> Result<()> {
+    pub async fn set_config(self: &Arc<Self>, name: &str, bytes: &[u8]) -> Result<()> {
         let m = self.get(name)?;
-        let res = self.set_config_of(&m, bytes).await;
-        self.outcome(&m, res)
+        let core = self.clone();
+        let bytes = bytes.to_vec();
+        detached(async move {
+            let res = core.set_config_of(&m, &bytes).await;
+            core.outcome(&m, res)
+        })
+        .await
     }
 
     async fn set_config_of(&self, m: &Arc<Machine>, bytes: &[u8]) -> Result<()> {
         let spec = MachineSpec::parse(bytes)?;
-        let _op = m
-            .op
-            .try_lock()
+        // Brief holders (an exit being recorded) are waited for; a start in
+        // progress is not.
+        let _op = tokio::time::timeout(CONFIG_LOCK_WAIT, m.op.lock())
+            .await
             .map_err(|_| Error::Busy("another operation on this machine is in progress".into()))?;
         let rec = m.snapshot();
         if rec.status.is_active() {
@@ -336,14 +364,20 @@ impl Core {
                 rec.status
             )));
         }
-        if rec.spec.runtime_type != spec.runtime_type && rec.status != Status::Pending {
-            // The old runtime's leftovers would be unreachable under the new one.
+        let switching = rec.spec.runtime_type != spec.runtime_type;
+        if switching && rec.status != Status::Pending {
+            // The old runtime's leftovers would be unreachable under the new
+            // one; with them gone the machine has nothing anywhere: pending.
             self.runtime_for(m, &rec)?.remove().await?;
             *lock(&m.live) = None;
         }
         self.commit(m, |r| {
             r.spec = spec;
             r.error.clear();
+            if switching {
+                r.status = Status::Pending;
+                r.exit_code = None;
+            }
         })
     }
 
@@ -359,18 +393,26 @@ impl Core {
     /// Runs one `ctl` verb to completion.
     pub async fn control(self: &Arc<Self>, name: &str, verb: Verb) -> Result<()> {
         let m = self.get(name)?;
-        let res = self.control_machine(&m, verb).await;
-        self.outcome(&m, res)
+        let core = self.clone();
+        detached(async move {
+            let res = core.control_machine(&m, verb).await;
+            core.outcome(&m, res)
+        })
+        .await
     }
 
     pub async fn exec(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         req: crate::runtime::ExecRequest,
     ) -> Result<Arc<ExecRecord>> {
         let m = self.get(name)?;
-        let res = self.exec_in(&m, req).await;
-        self.outcome(&m, res)
+        let core = self.clone();
+        detached(async move {
+            let res = core.exec_in(&m, req).await;
+            core.outcome(&m, res)
+        })
+        .await
     }
 
     async fn exec_in(
@@ -386,10 +428,7 @@ impl Core {
                 status,
             });
         }
-        let rt = m
-            .live()
-            .ok_or_else(|| Error::Runtime("machine has no attached runtime".into()))?;
-        let output = rt.exec(&req).await?;
+        let output = self.runtime_for(m, &m.snapshot())?.exec(&req).await?;
         let rec = Arc::new(ExecRecord {
             cmd: req.cmd,
             output,
@@ -450,15 +489,37 @@ impl Core {
     /// Applies a change to a machine's record: durable in the store first,
     /// then visible in memory and to `wait`ers.
     fn commit(&self, m: &Machine, change: impl FnOnce(&mut MachineRecord)) -> Result<()> {
+        self.apply(m, change, true)
+    }
+
+    /// Records what is already true of the workload (it exited, a start was
+    /// undone) even if the store cannot take it right now: a status that
+    /// contradicts reality would refuse every later verb. The store catches
+    /// up at the next successful commit; after a crash, reconcile corrects it.
+    fn force(&self, m: &Machine, change: impl FnOnce(&mut MachineRecord)) {
+        if let Err(e) = self.apply(m, change, false) {
+            tracing::error!("state of {} not persisted: {e}", m.snapshot().name);
+        }
+    }
+
+    fn apply(
+        &self,
+        m: &Machine,
+        change: impl FnOnce(&mut MachineRecord),
+        durable_first: bool,
+    ) -> Result<()> {
         let _serial = lock(&m.commit_lock);
         let mut next = m.snapshot();
         change(&mut next);
         next.updated_ms = now_ms();
-        self.store.update(&next)?;
+        let stored = self.store.update(&next);
+        if durable_first {
+            stored.clone()?;
+        }
         let status = next.status;
         *write(&m.record) = next;
         m.status_tx.send_replace(status);
-        Ok(())
+        stored
     }
 
     fn note_error(&self, m: &Machine, err: &Error) {
@@ -484,10 +545,10 @@ impl Core {
         tokio::spawn(async move {
             loop {
                 let Some(c) = core.upgrade() else { return };
-                if c.probe_health().await {
-                    // A runtime came back: adopt what it has been running.
-                    c.reconcile().await;
-                }
+                // A runtime that came back gets the full treatment; otherwise
+                // only machines left without a runtime (a failed observe) are retried.
+                let recovered = c.probe_health().await;
+                c.reconcile(recovered).await;
                 drop(c);
                 tokio::time::sleep(every).await;
             }

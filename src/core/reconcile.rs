@@ -11,16 +11,22 @@ use super::{lock, Core, Status};
 use crate::runtime::{Health, Observed};
 
 impl Core {
-    pub async fn reconcile(self: &Arc<Self>) {
-        self.probe_health().await;
+    /// Adopts or settles every active machine that has no runtime attached;
+    /// with `sweep`, also removes orphaned resources. Cheap when all is well,
+    /// so the health monitor runs it on every tick.
+    pub async fn reconcile(self: &Arc<Self>, sweep: bool) {
         let machines: Vec<_> = super::read(&self.registry)
             .by_seq
             .values()
             .cloned()
             .collect();
         for m in &machines {
-            let _op = m.op.lock().await;
+            // A machine busy with an operation gets its runtime from that operation.
+            let Ok(_op) = m.op.try_lock() else { continue };
             let rec = m.snapshot();
+            if !matches!(self.health(rec.spec.runtime_type), Health::Available { .. }) {
+                continue;
+            }
             // Machines whose run is already followed need nothing; the rest
             // were left by an earlier daemon or by a runtime that was down.
             if !rec.status.is_active() || m.live().is_some() {
@@ -53,7 +59,7 @@ impl Core {
                     let generation = m.next_generation();
                     *lock(&m.live) = Some(runtime.clone());
                     let res = self.commit(m, |r| r.status = status);
-                    self.follow_run(m, runtime, generation, false);
+                    self.follow_run(m, runtime, generation);
                     tracing::info!("re-adopted {} ({status})", rec.name);
                     res
                 }
@@ -79,17 +85,14 @@ impl Core {
                 tracing::error!("cannot record reconciled state of {}: {e}", rec.name);
             }
         }
-        self.remove_orphans().await;
+        if sweep {
+            self.remove_orphans().await;
+        }
     }
 
     /// Removes runtime resources labelled with this instance whose machine is gone
     /// (say, the daemon died between removing a container and the store row).
     async fn remove_orphans(&self) {
-        let known: HashSet<String> = super::read(&self.registry)
-            .by_seq
-            .values()
-            .map(|m| m.snapshot().id)
-            .collect();
         for (kind, driver) in &self.drivers {
             if !matches!(self.health(*kind), Health::Available { .. }) {
                 continue;
@@ -101,6 +104,12 @@ impl Core {
                     continue;
                 }
             };
+            // Taken after the listing, so a machine created meanwhile is known.
+            let known: HashSet<String> = super::read(&self.registry)
+                .by_seq
+                .values()
+                .map(|m| m.snapshot().id)
+                .collect();
             for id in owned.into_iter().filter(|id| !known.contains(id)) {
                 let mref = crate::runtime::MachineRef {
                     id: id.clone(),

@@ -257,6 +257,12 @@ impl MachineSpec {
         for v in &self.volumes {
             check_path("volumes.host_path", &v.host_path)?;
             check_path("volumes.container_path", &v.container_path)?;
+            // Bind mounts are written "host:guest[:ro]"; a colon would split wrongly.
+            for p in [&v.host_path, &v.container_path] {
+                if p.as_os_str().as_encoded_bytes().contains(&b':') {
+                    return bad(format!("volume path {} must not contain ':'", p.display()));
+                }
+            }
         }
         if let Some(dir) = &self.working_dir {
             check_path("working_dir", Path::new(dir))?;
@@ -379,6 +385,7 @@ mod tests {
             br#"{"volumes":[{"host_path":"/srv/../etc","container_path":"/d"}]}"#,
             br#"{"kernel_image_path":"../vmlinux"}"#,
             br#"{"rootfs_path":"/a/../../b"}"#,
+            br#"{"volumes":[{"host_path":"/a:b","container_path":"/d"}]}"#,
         ] {
             let err = MachineSpec::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidConfig(_)), "{err}");

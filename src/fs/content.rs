@@ -72,6 +72,16 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
     }
 }
 
+/// The size `stat` reports, without copying a large exec output to measure it.
+pub fn file_len(core: &Core, m: &Machine, kind: FileKind) -> u64 {
+    let exec = || m.last_exec();
+    match kind {
+        FileKind::Exec => exec().map_or(0, |e| e.output.stdout.len() as u64),
+        FileKind::ExecStderr => exec().map_or(0, |e| e.output.stderr.len() as u64),
+        other => machine_file(core, m, other).len() as u64,
+    }
+}
+
 pub fn runtime_status(health: &Health) -> Vec<u8> {
     match health {
         Health::Available { detail } => format!("available: {detail}\n"),

@@ -152,27 +152,6 @@ impl Node {
             }
         })
     }
-
-    pub fn is_dir(self) -> bool {
-        !matches!(
-            self,
-            Node::Readme
-                | Node::RuntimeStatus(_)
-                | Node::File(..)
-                | Node::StatusLink(_)
-                | Node::RuntimeLink(_)
-        )
-    }
-
-    /// The machine this node belongs to, if any.
-    pub fn machine(self) -> Option<u64> {
-        match self {
-            Node::Machine(s) | Node::File(s, _) | Node::StatusLink(s) | Node::RuntimeLink(s) => {
-                Some(s)
-            }
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

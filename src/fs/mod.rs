@@ -24,11 +24,6 @@ use crate::core::{Core, ExecCommand, Machine, RuntimeKind, Status, Verb, MAX_WRI
 use crate::error::Error;
 use inode::{FileKind, Node};
 
-/// Nodes whose identity and attributes never change while they exist; an
-/// `rmdir` through the mount drops the kernel's entry at once anyway.
-const TTL_FIXED: Duration = Duration::from_secs(60);
-/// Files whose size follows machine state (reads never depend on it: every
-/// file is opened for direct I/O).
 const TTL_STABLE: Duration = Duration::from_secs(1);
 /// Nodes whose attributes or existence follow machine state.
 const TTL_LIVE: Duration = Duration::ZERO;
@@ -43,6 +38,9 @@ const BASE_MASK: u64 = (1 << NONCE_SHIFT) - 1;
 fn node_of(ino: INodeNo) -> Option<Node> {
     Node::from_ino(ino.0 & BASE_MASK)
 }
+
+/// The largest command `ctl` or `exec` takes in one write.
+pub const MAX_COMMAND: usize = 64 << 10;
 
 fn errno(e: &Error) -> Errno {
     Errno::from_i32(e.errno())
@@ -122,9 +120,7 @@ impl MachineFs {
         match node {
             Node::StatusLink(_) | Node::RuntimeLink(_) => TTL_LIVE,
             Node::File(_, FileKind::Logs | FileKind::Ctl | FileKind::Exec) => TTL_LIVE,
-            Node::File(_, FileKind::Id) | Node::Readme => TTL_FIXED,
-            Node::File(..) | Node::RuntimeStatus(_) => TTL_STABLE,
-            _ => TTL_FIXED,
+            _ => TTL_STABLE,
         }
     }
 
@@ -171,7 +167,7 @@ impl MachineFs {
                 let size = match kind {
                     FileKind::Logs => m.log().len(),
                     FileKind::Info => 0,
-                    other => content::machine_file(&self.core, &m, other).len() as u64,
+                    other => content::file_len(&self.core, &m, other),
                 };
                 (
                     FileType::RegularFile,
@@ -535,7 +531,7 @@ impl Filesystem for MachineFs {
         use std::os::unix::ffi::OsStrExt;
         match self.core.create(name.as_bytes()) {
             Ok(rec) => match self.attr(Node::Machine(rec.seq), Node::Machine(rec.seq).ino()) {
-                Ok(attr) => reply.entry(&TTL_FIXED, &attr, Generation(0)),
+                Ok(attr) => reply.entry(&TTL_STABLE, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             },
             Err(e) => reply.error(errno(&e)),
@@ -642,6 +638,10 @@ impl Filesystem for MachineFs {
         let content = match node {
             // Logs are read straight from the log file at each read.
             Node::File(_, FileKind::Logs) => Vec::new(),
+            // A writer of exec reads only its own command's result.
+            Node::File(_, FileKind::Exec) if flags.0 & libc::O_ACCMODE == libc::O_WRONLY => {
+                Vec::new()
+            }
             // Writers of config see nothing stale; readers see the spec.
             _ => match self.open_static(node) {
                 Ok(c) => c,
@@ -717,10 +717,16 @@ impl Filesystem for MachineFs {
             Ok(m) => m.snapshot().name.to_string(),
             Err(e) => return reply.error(e),
         };
-        if data.len() > MAX_WRITE {
-            let e = self
-                .core
-                .report(&name, Error::TooLarge { limit: MAX_WRITE });
+        // The kernel splits a large write into pieces of at least 124 KiB and
+        // hands each over separately; a command must arrive whole, so a limit
+        // below that size fails any oversized write at its first piece
+        // instead of running its pieces as separate commands.
+        let limit = match kind {
+            FileKind::Ctl | FileKind::Exec => MAX_COMMAND,
+            _ => MAX_WRITE,
+        };
+        if data.len() > limit {
+            let e = self.core.report(&name, Error::TooLarge { limit });
             return reply.error(errno(&e));
         }
         match kind {

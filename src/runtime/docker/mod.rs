@@ -589,9 +589,11 @@ impl Runtime for Container {
         })?;
         let body = self.create_body(image)?;
         let docker = self.docker().await?;
+        // The image first: a start that fails for want of it must leave the
+        // last run's container (its exit code, its logs) where it was.
+        self.ensure_image(&docker, image).await?;
         // A leftover from an earlier run would hold the name.
         self.remove_with(&docker).await?;
-        self.ensure_image(&docker, image).await?;
         let options = CreateContainerOptionsBuilder::default()
             .name(&self.name)
             .build();
