@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 contrib/deps.sh
 contrib/make-test-image.sh
 
+# Documentation examples first: nextest does not run them.
+cargo test --doc --quiet
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 else

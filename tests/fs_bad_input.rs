@@ -9,15 +9,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{require_docker, Daemon};
-
-/// Asserts that `stderr` names the expected errno.
-fn expect_errno(stderr: &str, errno_text: &str) {
-    assert!(
-        stderr.contains(errno_text),
-        "expected {errno_text:?} in stderr, got:\n{stderr}"
-    );
-}
+use common::{expect_errno, require_docker, Daemon};
 
 /// The machine's `error` file: exactly one non-empty line that mentions
 /// every one of `needles`. Returns the line.

@@ -7,21 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{require_docker, Daemon};
-
-/// A running machine named `name` whose PID 1 is `cmd` (a JSON array).
-fn running(d: &Daemon, name: &str, cmd_json: &str) {
-    d.machine(name, cmd_json);
-    d.ok(&format!("echo start > machines/{name}/ctl"));
-    assert_eq!(d.read(&format!("machines/{name}/status")), "running\n");
-}
-
-fn expect_errno(stderr: &str, errno_text: &str) {
-    assert!(
-        stderr.contains(errno_text),
-        "expected {errno_text:?} in stderr, got:\n{stderr}"
-    );
-}
+use common::{expect_errno, require_docker, Daemon};
 
 /// The numbers N of every `line N` in `text`.
 fn line_numbers(text: &str) -> Vec<u64> {
@@ -35,7 +21,7 @@ fn line_numbers(text: &str) -> Vec<u64> {
 fn exec_output_stderr_and_exit_code_from_plain_shell() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
 
     // Nothing ran yet: the result files are empty.
     assert_eq!(d.ok("cat machines/web/exec machines/web/exec.exit"), "");
@@ -77,7 +63,7 @@ fn exec_output_stderr_and_exit_code_from_plain_shell() {
 fn exec_json_form_with_env_timeout_and_json_result() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
 
     d.ok(r#"echo '{"cmd":["sh","-c","echo A=$A B=$B"],"timeout":5,"env":{"A":"1","B":"two words"}}' > machines/web/exec"#);
     assert_eq!(d.read("machines/web/exec"), "A=1 B=two words\n");
@@ -135,7 +121,7 @@ fn exec_json_form_with_env_timeout_and_json_result() {
 fn concurrent_execs_each_get_their_own_output() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
     let tmp = tempfile::tempdir().expect("tempdir");
     let t = tmp.path().display();
 
@@ -173,7 +159,7 @@ fn concurrent_execs_each_get_their_own_output() {
 fn exec_timeout_fails_the_write_and_kills_the_command() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
 
     let t0 = Instant::now();
     let stderr = d.fails(r#"/bin/echo '{"cmd":["sleep","30"],"timeout":1}' > machines/web/exec"#);
@@ -233,7 +219,7 @@ fn exec_into_a_stopped_machine_is_einval() {
 fn exec_client_splits_streams_and_passes_the_exit_code() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
 
     let out = d.sh("$HF exec web -- sh -c 'echo out; echo err >&2; exit 7'");
     assert_eq!(out.status.code(), Some(7), "{out:?}");
@@ -265,7 +251,7 @@ fn a_long_exec_does_not_block_other_machines() {
         r#"mkdir machines/slow && /bin/echo '{{"image":"'"$IMAGE"'","cmd":["sleep","600"],"volumes":[{{"host_path":"{s}","container_path":"/shared"}}]}}' > machines/slow/config"#
     ));
     d.ok("echo start > machines/slow/ctl");
-    running(&d, "other", r#"["sleep","600"]"#);
+    d.running("other", r#"["sleep","600"]"#);
 
     let out = d.ok(&format!(
         r#"( echo "sh -c 'touch /shared/started; sleep 5; echo slow-done'" > machines/slow/exec ) &
@@ -291,7 +277,7 @@ fn a_long_exec_does_not_block_other_machines() {
 fn wait_returns_when_another_process_kills_and_times_out_otherwise() {
     require_docker();
     let d = Daemon::start();
-    running(&d, "web", r#"["sleep","600"]"#);
+    d.running("web", r#"["sleep","600"]"#);
 
     let t0 = Instant::now();
     let out = d.ok(r#"( echo 'wait stopped 30' > machines/web/ctl ) &
@@ -328,8 +314,7 @@ fn wait_returns_when_another_process_kills_and_times_out_otherwise() {
 fn logs_work_with_cat_grep_head_tail_and_tail_f() {
     require_docker();
     let d = Daemon::start();
-    running(
-        &d,
+    d.running(
         "web",
         r#"["sh","-c","i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]"#,
     );
@@ -391,8 +376,7 @@ fn logs_work_with_cat_grep_head_tail_and_tail_f() {
 fn logs_size_matches_content_at_a_quiet_moment() {
     require_docker();
     let d = Daemon::start();
-    running(
-        &d,
+    d.running(
         "web",
         r#"["sh","-c","for i in 1 2 3 4 5 6 7 8; do echo line $i; done; echo done; sleep 600"]"#,
     );

@@ -200,12 +200,27 @@ impl Daemon {
         containers_with_label(&format!("hyperfleet.instance={}", self.instance()))
     }
 
+    /// A running machine named `name` whose PID 1 is `cmd` (a JSON array).
+    pub fn running(&self, name: &str, cmd_json: &str) {
+        self.machine(name, cmd_json);
+        self.ok(&format!("echo start > machines/{name}/ctl"));
+        assert_eq!(self.read(&format!("machines/{name}/status")), "running\n");
+    }
+
     /// Creates a machine with the test image running `cmd` (a JSON array).
     pub fn machine(&self, name: &str, cmd_json: &str) {
         self.ok(&format!(
             "mkdir machines/{name} && printf '%s' '{{\"image\":\"'\"$IMAGE\"'\",\"cmd\":{cmd_json}}}' > machines/{name}/config"
         ));
     }
+}
+
+/// Asserts that a failed script's `stderr` names the expected errno.
+pub fn expect_errno(stderr: &str, errno_text: &str) {
+    assert!(
+        stderr.contains(errno_text),
+        "expected {errno_text:?} in stderr, got:\n{stderr}"
+    );
 }
 
 pub fn containers_with_label(label: &str) -> Vec<String> {
