@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 contrib/deps.sh
 contrib/make-test-image.sh
 
+# Tools the tests drive the filesystem with, beyond a shell and coreutils.
+tools=()
+for t in curl ed vim python3; do command -v "$t" >/dev/null 2>&1 || tools+=("$t"); done
+if [ ${#tools[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tools[@]}" >/dev/null
+fi
+
 # Documentation examples first: nextest does not run them.
 cargo test --doc --quiet
 if cargo nextest --version >/dev/null 2>&1; then

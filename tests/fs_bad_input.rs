@@ -300,7 +300,10 @@ fn start_with_an_image_that_cannot_be_pulled_fails_cleanly() {
     assert_eq!(d.ok("ls by-status/starting"), "");
     // The pull attempt and its failure are in the machine's logs.
     let logs = d.read("machines/web/logs");
-    assert!(logs.contains("[hyperfleet] image") && logs.contains("pulling"), "{logs}");
+    assert!(
+        logs.contains("[hyperfleet] image") && logs.contains("pulling"),
+        "{logs}"
+    );
     assert!(logs.contains("[hyperfleet] start failed"), "{logs}");
 
     // From `stopped` too: the status returns to stopped, not pending.

@@ -103,3 +103,22 @@ fn switching_runtime_type_leaves_a_deletable_pending_machine() {
     assert_eq!(d.ok("ls by-runtime/firecracker"), "web\n");
     d.ok("rmdir machines/web");
 }
+
+#[test]
+fn config_edits_in_place_with_ed_and_vim() {
+    let d = Daemon::start();
+    d.ok(r#"mkdir machines/e && echo '{"image":"busybox","vcpu_count":1}' > machines/e/config"#);
+    d.ok(r#"printf ',s/"vcpu_count": 1/"vcpu_count": 2/\nw\nq\n' | ed -s machines/e/config"#);
+    assert!(d.read("machines/e/config").contains("\"vcpu_count\": 2,"));
+    d.ok(r#"vim -es -u NONE -c '%s/"vcpu_count": 2/"vcpu_count": 3/' -c 'wq' machines/e/config"#);
+    assert!(d.read("machines/e/config").contains("\"vcpu_count\": 3,"));
+    // A bad edit is refused whole and the spec stays as it was.
+    d.fails(
+        r#"vim -es -u NONE -c '%s/"vcpu_count": 3/"vcpu_count": "x"/' -c 'wq' machines/e/config"#,
+    );
+    assert!(d.read("machines/e/config").contains("\"vcpu_count\": 3,"));
+    assert!(d.read("machines/e/error").contains("vcpu_count"));
+    assert_eq!(d.ok("head -n 1 machines/e/config"), "{\n");
+    assert_eq!(d.ok("grep -c '\"image\"' machines/e/config"), "1\n");
+    assert_eq!(d.ok("less -F machines/e/config | grep -c busybox"), "1\n");
+}

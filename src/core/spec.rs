@@ -202,8 +202,20 @@ impl MachineSpec {
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|_| Error::InvalidConfig("config is not valid UTF-8".into()))?;
-        let spec: MachineSpec =
-            serde_json::from_str(text).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        // The error names the field at fault ("ports[0].host_port: ..."),
+        // not only a line and column.
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let spec: MachineSpec = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            Error::InvalidConfig(if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        })?;
+        // Trailing garbage after the document is as wrong as a bad field.
+        de.end().map_err(|e| Error::InvalidConfig(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -376,6 +388,16 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn errors_name_the_field_at_fault() {
+        let err = MachineSpec::parse(br#"{"ports":[{"host_port":"x","container_port":1}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ports[0].host_port"), "{err}");
+        let err = MachineSpec::parse(br#"{"image":"x"} trailing"#).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)));
     }
 
     #[test]
