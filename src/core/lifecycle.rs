@@ -102,7 +102,7 @@ impl Core {
 
     async fn halt_locked(&self, m: &Arc<Machine>, how: Halt) -> Result<()> {
         let rec = m.snapshot();
-        let previous = rec.status;
+        let mut previous = rec.status;
         match previous {
             Status::Running | Status::Paused => {}
             Status::Stopped => return Err(Error::AlreadyInState(Status::Stopped)),
@@ -117,8 +117,10 @@ impl Core {
         self.commit(m, |r| r.status = Status::Stopping)?;
         // A frozen workload cannot handle a stop signal; thaw it first.
         if previous == Status::Paused {
-            if let Err(e) = runtime.resume().await {
-                tracing::debug!("resume before stop of {}: {e}", rec.name);
+            match runtime.resume().await {
+                // Should the stop fail now, the machine is running, not paused.
+                Ok(()) => previous = Status::Running,
+                Err(e) => tracing::debug!("resume before stop of {}: {e}", rec.name),
             }
         }
         let res = match how {
@@ -166,10 +168,11 @@ impl Core {
         } else {
             runtime.resume().await?;
         }
-        self.commit(m, |r| {
+        self.force(m, |r| {
             r.status = to;
             r.error.clear();
-        })
+        });
+        Ok(())
     }
 
     /// Starts the background tasks of a run: one that notices when the
@@ -291,12 +294,7 @@ async fn follow_output(m: Arc<Machine>, runtime: Arc<dyn Runtime>, run: u64) {
             Err(e) => tracing::debug!("cannot follow output: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if !current()
-            || !matches!(
-                m.status(),
-                Status::Running | Status::Paused | Status::Starting
-            )
-        {
+        if !current() || !matches!(m.status(), Status::Running | Status::Paused) {
             return;
         }
     }

@@ -33,17 +33,6 @@ use crate::store::{now_ms, MachineRecord, Store};
 /// How long a config write waits for a lifecycle operation to finish.
 const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs an operation to completion on its own task, so a front end that
-/// stops waiting (a REST client hung up) cannot cancel it half-way and leave
-/// a machine `starting` or `stopping` forever.
-async fn detached<T: Send + 'static>(
-    op: impl std::future::Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(op)
-        .await
-        .unwrap_or_else(|e| Err(Error::Runtime(format!("operation aborted: {e}"))))
-}
-
 /// The result of the most recent `exec` on a machine.
 #[derive(Debug, Clone)]
 pub struct ExecRecord {
@@ -302,12 +291,35 @@ impl Core {
 
     pub async fn delete(self: &Arc<Self>, name: &str) -> Result<()> {
         let m = self.get(name)?;
+        self.detached(m, |core, m| async move { core.delete_machine(&m).await })
+            .await
+    }
+
+    /// Runs an operation on `m` to completion on its own task, so a front
+    /// end that stops waiting (a REST client hung up) cannot cancel it
+    /// half-way and leave a machine `starting` or `stopping` forever; its
+    /// failure is recorded in the machine's `error` either way.
+    async fn detached<T, F, Fut>(self: &Arc<Self>, m: Arc<Machine>, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Core>, Arc<Machine>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
         let core = self.clone();
-        detached(async move {
-            let res = core.delete_machine(&m).await;
-            core.outcome(&m, res)
-        })
-        .await
+        let fut = op(core.clone(), m.clone());
+        let machine = m.clone();
+        let task = tokio::spawn(async move {
+            let res = fut.await;
+            core.outcome(&machine, res)
+        });
+        match task.await {
+            Ok(res) => res,
+            Err(e) => {
+                let err = Error::Runtime(format!("operation aborted: {e}"));
+                self.note_error(&m, &err);
+                Err(err)
+            }
+        }
     }
 
     async fn delete_machine(&self, m: &Arc<Machine>) -> Result<()> {
@@ -341,12 +353,11 @@ impl Core {
     /// Replaces a machine's spec. Only while it holds no running workload.
     pub async fn set_config(self: &Arc<Self>, name: &str, bytes: &[u8]) -> Result<()> {
         let m = self.get(name)?;
-        let core = self.clone();
         let bytes = bytes.to_vec();
-        detached(async move {
-            let res = core.set_config_of(&m, &bytes).await;
-            core.outcome(&m, res)
-        })
+        self.detached(
+            m,
+            |core, m| async move { core.set_config_of(&m, &bytes).await },
+        )
         .await
     }
 
@@ -393,11 +404,15 @@ impl Core {
     /// Runs one `ctl` verb to completion.
     pub async fn control(self: &Arc<Self>, name: &str, verb: Verb) -> Result<()> {
         let m = self.get(name)?;
-        let core = self.clone();
-        detached(async move {
-            let res = core.control_machine(&m, verb).await;
-            core.outcome(&m, res)
-        })
+        if let Verb::Wait { .. } = verb {
+            // Changes nothing, so nothing to protect: an abandoned wait ends with its caller.
+            let res = self.control_machine(&m, verb).await;
+            return self.outcome(&m, res);
+        }
+        self.detached(
+            m,
+            |core, m| async move { core.control_machine(&m, verb).await },
+        )
         .await
     }
 
@@ -407,12 +422,8 @@ impl Core {
         req: crate::runtime::ExecRequest,
     ) -> Result<Arc<ExecRecord>> {
         let m = self.get(name)?;
-        let core = self.clone();
-        detached(async move {
-            let res = core.exec_in(&m, req).await;
-            core.outcome(&m, res)
-        })
-        .await
+        self.detached(m, |core, m| async move { core.exec_in(&m, req).await })
+            .await
     }
 
     async fn exec_in(

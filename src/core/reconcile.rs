@@ -49,7 +49,9 @@ impl Core {
                 }
             };
             let down = " while hyperfleet was not running";
-            let res = match observed {
+            // What the runtime reports is a fact: it is recorded even if the
+            // store fails now (the next commit catches up).
+            match observed {
                 Observed::Running | Observed::Paused => {
                     let status = if observed == Observed::Running {
                         Status::Running
@@ -58,10 +60,9 @@ impl Core {
                     };
                     let generation = m.next_generation();
                     *lock(&m.live) = Some(runtime.clone());
-                    let res = self.commit(m, |r| r.status = status);
+                    self.force(m, |r| r.status = status);
                     self.follow_run(m, runtime, generation);
                     tracing::info!("re-adopted {} ({status})", rec.name);
-                    res
                 }
                 Observed::Exited { exit_code, reason } => {
                     let (status, error) = if rec.status == Status::Stopping {
@@ -70,19 +71,16 @@ impl Core {
                         exit_outcome(exit_code, reason.as_deref(), down)
                     };
                     *lock(&m.live) = Some(runtime);
-                    self.commit(m, |r| {
+                    self.force(m, |r| {
                         r.status = status;
                         r.exit_code = Some(exit_code);
                         r.error = error;
-                    })
+                    });
                 }
-                Observed::Missing => self.commit(m, |r| {
+                Observed::Missing => self.force(m, |r| {
                     r.status = Status::Failed;
                     r.error = format!("its {} workload disappeared{down}", rec.spec.runtime_type);
                 }),
-            };
-            if let Err(e) = res {
-                tracing::error!("cannot record reconciled state of {}: {e}", rec.name);
             }
         }
         if sweep {
