@@ -520,3 +520,40 @@ fn oversized_ctl_and_exec_writes_fail_whole_and_run_nothing() {
         "a piece of the oversized write ran"
     );
 }
+
+#[test]
+fn other_users_read_status_but_not_secrets_and_change_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    // The harness's temp dir is private; let another user reach the mount.
+    let parent = d.mount.parent().expect("mount has a parent");
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d.ok(r#"mkdir machines/web && echo '{"image":"busybox","env":{"TOKEN":"s3cret"}}' > machines/web/config"#);
+    let as_nobody = |script: &str| {
+        d.sh(&format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '{script}'"
+        ))
+    };
+    let out = as_nobody("cat machines/web/status && ls machines && ls by-status/pending");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pending\nweb\nweb\n");
+    for script in [
+        "cat machines/web/config",
+        "cat machines/web/logs",
+        "/bin/echo start > machines/web/ctl",
+        "/bin/echo id > machines/web/exec",
+        "mkdir machines/evil",
+        "rmdir machines/web",
+    ] {
+        let out = as_nobody(script);
+        assert!(!out.status.success(), "{script} succeeded for another user");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Permission denied"), "{script}: {err}");
+    }
+    assert_eq!(d.ok("ls machines"), "web\n");
+    assert_eq!(d.read("machines/web/status"), "pending\n");
+}

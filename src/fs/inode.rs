@@ -52,6 +52,18 @@ impl FileKind {
         FileKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
+    /// Mode bits. What may carry secrets (the spec's env, command output,
+    /// logs) is for the owner only, since a root daemon's mount is visible
+    /// to every user.
+    pub fn perm(self) -> u16 {
+        match self {
+            FileKind::Config | FileKind::Exec => 0o600,
+            FileKind::ExecStderr | FileKind::ExecExit | FileKind::Info | FileKind::Logs => 0o400,
+            FileKind::Ctl => 0o644,
+            FileKind::Id | FileKind::Status | FileKind::Error => 0o444,
+        }
+    }
+
     pub fn writable(self) -> bool {
         matches!(self, FileKind::Config | FileKind::Ctl | FileKind::Exec)
     }

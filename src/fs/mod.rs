@@ -163,7 +163,7 @@ impl MachineFs {
             }
             Node::File(seq, kind) => {
                 let m = self.machine(seq)?;
-                let perm = if kind.writable() { 0o644 } else { 0o444 };
+                let perm = kind.perm();
                 let size = match kind {
                     FileKind::Logs => m.log().len(),
                     FileKind::Info => 0,
