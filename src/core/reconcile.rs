@@ -79,7 +79,14 @@ impl Core {
                 }
                 Observed::Missing => self.force(m, |r| {
                     r.status = Status::Failed;
-                    r.error = format!("its {} workload disappeared{down}", rec.spec.runtime_type);
+                    r.error = if rec.status == Status::Starting {
+                        format!(
+                            "hyperfleet stopped while starting it; no {} workload was left",
+                            rec.spec.runtime_type
+                        )
+                    } else {
+                        format!("its {} workload disappeared{down}", rec.spec.runtime_type)
+                    };
                 }),
             }
         }
