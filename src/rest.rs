@@ -113,7 +113,7 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
         }
         (&Method::GET, ["machines", key]) => ok(describe(&core.find(key)?.snapshot())),
         (&Method::DELETE, ["machines", key]) => {
-            let name = core.find(key)?.snapshot().name.to_string();
+            let name = core.find(key)?.name();
             core.delete(&name).await?;
             Ok(json_response(StatusCode::NO_CONTENT, &Value::Null))
         }
@@ -136,17 +136,17 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 .unwrap_or_default())
         }
         (&Method::POST, ["machines", key, "exec"]) => {
-            let name = core.find(key)?.snapshot().name.to_string();
+            let name = core.find(key)?.name();
             let cmd = ExecCommand::parse(&body(req).await?).map_err(|e| core.report(&name, e))?;
             let rec = core.exec(&name, cmd.request).await?;
             ok(json!({
-                "exit_code": rec.output.exit_code,
-                "stdout": String::from_utf8_lossy(&rec.output.stdout),
-                "stderr": String::from_utf8_lossy(&rec.output.stderr),
+                "exit_code": rec.exit_code,
+                "stdout": String::from_utf8_lossy(&rec.stdout),
+                "stderr": String::from_utf8_lossy(&rec.stderr),
             }))
         }
         (&Method::POST, ["machines", key, action]) => {
-            let name = core.find(key)?.snapshot().name.to_string();
+            let name = core.find(key)?.name();
             let verb = verb_of(action, &query).map_err(|e| core.report(&name, e))?;
             core.control(&name, verb).await?;
             ok(describe(&core.get(&name)?.snapshot()))

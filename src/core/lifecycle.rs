@@ -326,13 +326,13 @@ async fn wait_for(m: &Machine, target: Status, timeout: Duration) -> Result<()> 
     let waited = tokio::time::timeout(timeout, async {
         loop {
             if m.deleted.load(Ordering::SeqCst) {
-                return Err(Error::NotFound(m.snapshot().name.to_string()));
+                return Err(Error::NotFound(m.name()));
             }
             if *rx.borrow_and_update() == target {
                 return Ok(());
             }
             if rx.changed().await.is_err() {
-                return Err(Error::NotFound(m.snapshot().name.to_string()));
+                return Err(Error::NotFound(m.name()));
             }
         }
     })

@@ -21,10 +21,6 @@ impl LogFile {
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn len(&self) -> u64 {
         fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }

@@ -33,14 +33,6 @@ use crate::store::{now_ms, MachineRecord, Store};
 /// How long a config write waits for a lifecycle operation to finish.
 const CONFIG_LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// The result of the most recent `exec` on a machine.
-#[derive(Debug, Clone)]
-pub struct ExecRecord {
-    pub cmd: Vec<String>,
-    pub output: ExecOutput,
-    pub finished_ms: i64,
-}
-
 /// One machine: its persisted record plus what only lives while the daemon runs.
 pub struct Machine {
     record: RwLock<MachineRecord>,
@@ -57,7 +49,8 @@ pub struct Machine {
     log_run: AtomicU64,
     deleted: AtomicBool,
     status_tx: watch::Sender<Status>,
-    last_exec: Mutex<Option<Arc<ExecRecord>>>,
+    /// The result of the most recent `exec`.
+    last_exec: Mutex<Option<Arc<ExecOutput>>>,
     log: LogFile,
 }
 
@@ -87,11 +80,16 @@ impl Machine {
         read(&self.record).status
     }
 
+    /// The name alone, without copying the rest of the record.
+    pub fn name(&self) -> String {
+        read(&self.record).name.to_string()
+    }
+
     pub fn seq(&self) -> u64 {
         read(&self.record).seq
     }
 
-    pub fn last_exec(&self) -> Option<Arc<ExecRecord>> {
+    pub fn last_exec(&self) -> Option<Arc<ExecOutput>> {
         lock(&self.last_exec).clone()
     }
 
@@ -201,10 +199,6 @@ impl Core {
             registry: RwLock::new(registry),
             logs_dir,
         }))
-    }
-
-    pub fn instance(&self) -> &str {
-        &self.instance
     }
 
     // ----- reads: served from memory, never from a runtime -----
@@ -420,7 +414,7 @@ impl Core {
         self: &Arc<Self>,
         name: &str,
         req: crate::runtime::ExecRequest,
-    ) -> Result<Arc<ExecRecord>> {
+    ) -> Result<Arc<ExecOutput>> {
         let m = self.get(name)?;
         self.detached(m, |core, m| async move { core.exec_in(&m, req).await })
             .await
@@ -430,7 +424,7 @@ impl Core {
         &self,
         m: &Arc<Machine>,
         req: crate::runtime::ExecRequest,
-    ) -> Result<Arc<ExecRecord>> {
+    ) -> Result<Arc<ExecOutput>> {
         command::validate_exec(&req)?;
         let status = m.status();
         if status != Status::Running {
@@ -439,14 +433,9 @@ impl Core {
                 status,
             });
         }
-        let output = self.runtime_for(m, &m.snapshot())?.exec(&req).await?;
-        let rec = Arc::new(ExecRecord {
-            cmd: req.cmd,
-            output,
-            finished_ms: now_ms(),
-        });
-        *lock(&m.last_exec) = Some(rec.clone());
-        Ok(rec)
+        let output = Arc::new(self.runtime_for(m, &m.snapshot())?.exec(&req).await?);
+        *lock(&m.last_exec) = Some(output.clone());
+        Ok(output)
     }
 
     /// Live facts from the runtime, as JSON.
@@ -509,7 +498,7 @@ impl Core {
     /// up at the next successful commit; after a crash, reconcile corrects it.
     fn force(&self, m: &Machine, change: impl FnOnce(&mut MachineRecord)) {
         if let Err(e) = self.apply(m, change, false) {
-            tracing::error!("state of {} not persisted: {e}", m.snapshot().name);
+            tracing::error!("state of {} not persisted: {e}", m.name());
         }
     }
 

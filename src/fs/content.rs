@@ -54,17 +54,11 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
         FileKind::Config => rec.spec.to_json_pretty().into_bytes(),
         FileKind::Status => format!("{}\n", rec.status).into_bytes(),
         FileKind::Ctl => ctl_help(core, m),
-        FileKind::Exec => m
-            .last_exec()
-            .map(|e| e.output.stdout.clone())
-            .unwrap_or_default(),
-        FileKind::ExecStderr => m
-            .last_exec()
-            .map(|e| e.output.stderr.clone())
-            .unwrap_or_default(),
+        FileKind::Exec => m.last_exec().map(|e| e.stdout.clone()).unwrap_or_default(),
+        FileKind::ExecStderr => m.last_exec().map(|e| e.stderr.clone()).unwrap_or_default(),
         FileKind::ExecExit => m
             .last_exec()
-            .map(|e| format!("{}\n", e.output.exit_code).into_bytes())
+            .map(|e| format!("{}\n", e.exit_code).into_bytes())
             .unwrap_or_default(),
         FileKind::Error if rec.error.is_empty() => Vec::new(),
         FileKind::Error => format!("{}\n", rec.error).into_bytes(),
@@ -76,8 +70,8 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
 pub fn file_len(core: &Core, m: &Machine, kind: FileKind) -> u64 {
     let exec = || m.last_exec();
     match kind {
-        FileKind::Exec => exec().map_or(0, |e| e.output.stdout.len() as u64),
-        FileKind::ExecStderr => exec().map_or(0, |e| e.output.stderr.len() as u64),
+        FileKind::Exec => exec().map_or(0, |e| e.stdout.len() as u64),
+        FileKind::ExecStderr => exec().map_or(0, |e| e.stderr.len() as u64),
         other => machine_file(core, m, other).len() as u64,
     }
 }

@@ -403,7 +403,7 @@ impl MachineFs {
                 Ok(rec) => {
                     if let Handle::File(f) = &*file {
                         let mut f = lock(f);
-                        f.content = content::exec_result(&rec.output, cmd.format);
+                        f.content = content::exec_result(&rec, cmd.format);
                         f.read_base = offset + len as u64;
                     }
                     reply.written(len as u32)
@@ -426,7 +426,7 @@ fn runtime_named(name: &str) -> Result<RuntimeKind, Errno> {
 }
 
 fn link_target(m: &Machine) -> String {
-    format!("../../machines/{}", m.snapshot().name)
+    format!("../../machines/{}", m.name())
 }
 
 fn ms_to_time(ms: i64) -> SystemTime {
@@ -619,7 +619,7 @@ impl Filesystem for MachineFs {
                 Ok(m) => m,
                 Err(e) => return reply.error(e),
             };
-            let name = m.snapshot().name.to_string();
+            let name = m.name();
             let core = self.core.clone();
             let handles = self.handles.clone();
             self.rt.spawn(async move {
@@ -714,7 +714,7 @@ impl Filesystem for MachineFs {
             return reply.error(Errno::EACCES);
         };
         let name = match self.machine(seq) {
-            Ok(m) => m.snapshot().name.to_string(),
+            Ok(m) => m.name(),
             Err(e) => return reply.error(e),
         };
         // The kernel splits a large write into pieces of at least 124 KiB and
@@ -765,7 +765,7 @@ impl Filesystem for MachineFs {
             return reply.ok();
         };
         let name = match self.machine(seq) {
-            Ok(m) => m.snapshot().name.to_string(),
+            Ok(m) => m.name(),
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
