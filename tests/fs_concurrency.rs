@@ -65,20 +65,13 @@ rm -rf "$T""#
     )
 }
 
-#[test]
-fn fifty_machines_created_started_and_removed_in_parallel() {
-    require_docker();
-    let d = Daemon::start();
-    let n = 50;
-
-    // 50 separate processes, each creating, configuring and starting its own
-    // machine; every job's exit status is checked.
+/// Runs `job` (a shell snippet using `$i`) for i = 1..=n, each in its own
+/// process, all at once; asserts every one of them succeeded.
+fn in_parallel(d: &Daemon, n: usize, job: &str) {
     let out = d.ok(&format!(
         r#"pids=
 for i in $(seq 1 {n}); do
-  ( mkdir machines/m$i &&
-    printf '%s' '{{"image":"'"$IMAGE"'","cmd":["sleep","600"]}}' > machines/m$i/config &&
-    /bin/echo start > machines/m$i/ctl ) &
+  ( {job} ) &
   pids="$pids $!"
 done
 failed=0
@@ -87,6 +80,23 @@ echo "failed=$failed"
 [ "$failed" -eq 0 ]"#
     ));
     assert_eq!(out, "failed=0\n");
+}
+
+#[test]
+fn fifty_machines_created_started_and_removed_in_parallel() {
+    require_docker();
+    let d = Daemon::start();
+    let n = 50;
+
+    // 50 separate processes, each creating, configuring and starting its own
+    // machine; every job's exit status is checked.
+    in_parallel(
+        &d,
+        n,
+        r#"mkdir machines/m$i &&
+    printf '%s' '{"image":"'"$IMAGE"'","cmd":["sleep","600"]}' > machines/m$i/config &&
+    /bin/echo start > machines/m$i/ctl"#,
+    );
 
     let expected: BTreeSet<String> = (1..=n).map(|i| format!("m{i}")).collect();
     let listed: Vec<String> = lines(&d.ok("ls machines"));
@@ -126,18 +136,11 @@ echo "failed=$failed"
     assert_eq!(names, expected);
 
     // Everything killed and removed in parallel, again one process per machine.
-    let out = d.ok(&format!(
-        r#"pids=
-for i in $(seq 1 {n}); do
-  ( /bin/echo kill > machines/m$i/ctl && rmdir machines/m$i ) &
-  pids="$pids $!"
-done
-failed=0
-for p in $pids; do wait $p || failed=$((failed + 1)); done
-echo "failed=$failed"
-[ "$failed" -eq 0 ]"#
-    ));
-    assert_eq!(out, "failed=0\n");
+    in_parallel(
+        &d,
+        n,
+        "/bin/echo kill > machines/m$i/ctl && rmdir machines/m$i",
+    );
     assert_eq!(d.ok("ls machines"), "");
     assert_eq!(d.ok("ls by-status/running"), "");
     assert_eq!(d.ok("ls by-status/stopped"), "");
