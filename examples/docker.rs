@@ -10,29 +10,38 @@
 //!
 //! `HYPERFLEET_TEST_IMAGE` picks another image.
 
-use hyperfleet::core::MachineSpec;
+use std::sync::Arc;
+
+use hyperfleet::model::{MachineSpec, Workload};
 use hyperfleet::runtime::docker::Container;
-use hyperfleet::runtime::Runtime;
+use hyperfleet::runtime::{LogSink, Runtime};
+
+/// Prints the progress lines the runtime reports (image pulls).
+struct Progress;
+
+impl LogSink for Progress {
+    fn output(&self, _: &[u8]) {}
+    fn note(&self, line: &str) {
+        eprintln!("progress: {line}");
+    }
+    fn restart(&self) {}
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let image = std::env::var("HYPERFLEET_TEST_IMAGE")
         .unwrap_or_else(|_| "hyperfleet-test/busybox:latest".into());
-    let spec = MachineSpec {
-        image: Some(image),
-        cmd: Some(vec![
+    let mut spec = MachineSpec::container(image);
+    spec.mem_size_mib = 64;
+    if let Workload::Container(c) = &mut spec.workload {
+        c.cmd = Some(vec![
             "sh".into(),
             "-c".into(),
             "echo booted; exec sleep 300".into(),
-        ]),
-        vcpu_count: 1,
-        mem_size_mib: 64,
-        ..Default::default()
-    };
+        ]);
+    }
     let id = format!("example-{}", uuid::Uuid::new_v4());
-    let container = Container::new(&id, spec)?.with_progress(std::sync::Arc::new(|line: &str| {
-        eprintln!("progress: {line}")
-    }));
+    let container = Container::new(&id, spec)?.with_notes(Arc::new(Progress));
 
     println!("starting {}", container.name());
     container.start().await?;

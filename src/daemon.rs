@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::core::Core;
+use crate::core::{Core, Settings};
 use crate::fs::MachineFs;
-use crate::runtime::docker::DockerDriver;
+use crate::runtime::registry::{self, DriverSettings};
 use crate::runtime::Driver;
+use crate::store::{Faults, SqliteStore, Store};
 
 pub struct Options {
     pub mount: PathBuf,
@@ -57,8 +58,33 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-pub fn drivers() -> Vec<Arc<dyn Driver>> {
-    vec![Arc::new(DockerDriver::new())]
+/// The drivers, configured from the environment (see [`DriverSettings`]).
+pub fn drivers() -> anyhow::Result<Vec<Arc<dyn Driver>>> {
+    Ok(registry::drivers(&DriverSettings::from_env())?)
+}
+
+/// Opens the core on `state_dir`. `HYPERFLEET_TEST_STORE_DELAY_MS` (tests
+/// only) slows every store write down, to show that a slow disk stalls
+/// nothing but the operation that writes.
+pub fn open_core(state_dir: &Path) -> anyhow::Result<Arc<Core>> {
+    let sqlite = SqliteStore::open(&state_dir.join("hyperfleet.db"))?;
+    let store: Arc<dyn Store> = match std::env::var("HYPERFLEET_TEST_STORE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(ms) => {
+            let faulty = Faults::new(sqlite);
+            faulty.set_delay(Duration::from_millis(ms));
+            Arc::new(faulty)
+        }
+        None => Arc::new(sqlite),
+    };
+    Ok(Core::open_with(
+        state_dir,
+        store,
+        drivers()?,
+        Settings::from_env(),
+    )?)
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
@@ -141,7 +167,7 @@ fn serve(
         .enable_all()
         .thread_name("hyperfleet")
         .build()?;
-    let core = Core::open(&state_dir, drivers())?;
+    let core = open_core(&state_dir)?;
     rt.block_on(async {
         core.probe_health().await;
         core.reconcile(true).await

@@ -1,17 +1,20 @@
 //! Hyperfleet: Docker containers and microVMs as a filesystem.
 //!
-//! See ARCHITECTURE.md for the map of modules.
+//! See ARCHITECTURE.md for the map of modules. From the bottom up: `error`,
+//! `model` (domain types), `store` and `runtime`, `core`, then the front
+//! ends `fs`, `rest` and the CLI's `client`, and `daemon` which wires them.
 
+pub mod client;
 pub mod core;
+pub mod daemon;
 pub mod error;
+pub mod fs;
+pub mod model;
 pub mod rest;
 pub mod runtime;
+pub mod store;
 
 pub use error::{Error, Result};
-pub mod client;
-pub mod daemon;
-pub mod fs;
-pub mod store;
 
 /// Logs go to stderr (the daemon's log file once detached); `HYPERFLEET_LOG`
 /// takes a tracing filter such as `debug` or `hyperfleet=trace`.

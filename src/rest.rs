@@ -28,7 +28,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::core::{describe, Core, ExecCommand, MachineSpec, Verb, MAX_WRITE};
+use crate::core::{describe, Core};
+use crate::model::action::{seconds, wait_target, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WAIT_TIMEOUT};
+use crate::model::{Action, ExecCommand, MachineSpec, RuntimeKind, MAX_WRITE};
 use crate::error::{Error, Result};
 use crate::runtime::Health;
 
@@ -77,7 +79,7 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => {
-            let runtimes: serde_json::Map<String, Value> = crate::core::RuntimeKind::ALL
+            let runtimes: serde_json::Map<String, Value> = RuntimeKind::ALL
                 .into_iter()
                 .map(|k| {
                     let h = match core.health(k) {
@@ -101,20 +103,19 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 .into_iter()
                 .filter(|e| runtime.is_none_or(|r| e.runtime.as_str() == r))
                 .filter(|e| status.is_none_or(|s| e.status.as_str() == s))
-                .filter_map(|e| core.get(e.name.as_str()).ok())
+                .filter_map(|e| core.get_by_seq(e.seq))
                 .map(|m| describe(&m.snapshot()))
                 .collect();
             ok(Value::Array(list))
         }
         (&Method::POST, ["machines"]) => {
             let (name, spec) = create_body(&body(req).await?)?;
-            let rec = core.create_with_spec(name.as_bytes(), spec)?;
-            Ok(json_response(StatusCode::CREATED, &describe(&rec)))
+            let m = core.create(name.as_bytes(), spec).await?;
+            Ok(json_response(StatusCode::CREATED, &describe(&m.snapshot())))
         }
         (&Method::GET, ["machines", key]) => ok(describe(&core.find(key)?.snapshot())),
         (&Method::DELETE, ["machines", key]) => {
-            let name = core.find(key)?.name();
-            core.delete(&name).await?;
+            core.delete(&core.find(key)?).await?;
             Ok(json_response(StatusCode::NO_CONTENT, &Value::Null))
         }
         (&Method::GET, ["machines", key, "logs"]) => {
@@ -136,9 +137,12 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
                 .unwrap_or_default())
         }
         (&Method::POST, ["machines", key, "exec"]) => {
-            let name = core.find(key)?.name();
-            let cmd = ExecCommand::parse(&body(req).await?).map_err(|e| core.report(&name, e))?;
-            let rec = core.exec(&name, cmd.request).await?;
+            let m = core.find(key)?;
+            let cmd = match ExecCommand::parse(&body(req).await?) {
+                Ok(c) => c,
+                Err(e) => return Err(core.report(&m, e).await),
+            };
+            let rec = core.exec(&m, cmd.request).await?;
             ok(json!({
                 "exit_code": rec.exit_code,
                 "stdout": String::from_utf8_lossy(&rec.stdout),
@@ -146,31 +150,40 @@ async fn route(core: &Arc<Core>, req: Request<Incoming>) -> Result<Response<Body
             }))
         }
         (&Method::POST, ["machines", key, action]) => {
-            let name = core.find(key)?.name();
-            let verb = verb_of(action, &query).map_err(|e| core.report(&name, e))?;
-            core.control(&name, verb).await?;
-            ok(describe(&core.get(&name)?.snapshot()))
+            let m = core.find(key)?;
+            let action = match action_of(action, &query) {
+                Ok(a) => a,
+                Err(e) => return Err(core.report(&m, e).await),
+            };
+            core.act(&m, action).await?;
+            ok(describe(&m.snapshot()))
         }
         _ => Err(Error::NotFound(format!("{method} {path}"))),
     }
 }
 
-/// Builds the same command line `ctl` takes, so both front ends share one parser.
-fn verb_of(action: &str, query: &HashMap<String, String>) -> Result<Verb> {
-    let arg = |k: &str| -> Result<String> {
-        match query.get(k) {
-            Some(v) if v.split_whitespace().count() == 1 => Ok(format!(" {v}")),
-            Some(v) => Err(Error::InvalidCommand(format!("bad {k} {v:?}"))),
-            None => Ok(String::new()),
-        }
+/// The typed action a route names, its arguments from the query.
+fn action_of(action: &str, query: &HashMap<String, String>) -> Result<Action> {
+    let secs = |k: &str, default| match query.get(k) {
+        Some(v) => seconds(v, k),
+        None => Ok(default),
     };
-    let line = match action {
-        "shutdown" => format!("shutdown{}", arg("timeout")?),
-        "wait" => format!("wait{}{}", arg("status")?, arg("timeout")?),
-        "start" | "stop" | "restart" | "pause" | "resume" | "kill" => action.to_owned(),
+    Ok(match action {
+        "start" => Action::Start,
+        "stop" => Action::Stop,
+        "restart" => Action::Restart,
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "kill" => Action::Kill,
+        "shutdown" => Action::Shutdown {
+            grace: secs("timeout", DEFAULT_SHUTDOWN_GRACE)?,
+        },
+        "wait" => Action::Wait {
+            target: wait_target(query.get("status").map(String::as_str).unwrap_or(""))?,
+            timeout: secs("timeout", DEFAULT_WAIT_TIMEOUT)?,
+        },
         other => return Err(Error::InvalidCommand(format!("unknown action {other:?}"))),
-    };
-    Verb::parse(line.as_bytes())
+    })
 }
 
 /// The create body is the config plus the machine's name.
@@ -189,7 +202,7 @@ fn create_body(bytes: &[u8]) -> Result<(String, MachineSpec)> {
             })
         }
     };
-    let spec = MachineSpec::parse(v.to_string().as_bytes())?;
+    let spec = MachineSpec::from_value(v)?;
     Ok((name, spec))
 }
 
@@ -263,20 +276,22 @@ mod tests {
     }
 
     #[test]
-    fn actions_map_to_ctl_verbs() {
+    fn routes_map_to_typed_actions() {
         let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
             pairs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        assert_eq!(verb_of("start", &q(&[])).unwrap(), Verb::Start);
+        assert_eq!(action_of("start", &q(&[])).unwrap(), Action::Start);
         assert!(matches!(
-            verb_of("wait", &q(&[("status", "running"), ("timeout", "2")])).unwrap(),
-            Verb::Wait { .. }
+            action_of("wait", &q(&[("status", "running"), ("timeout", "2")])).unwrap(),
+            Action::Wait { .. }
         ));
-        assert!(verb_of("wait", &q(&[("status", "running 2")])).is_err());
-        assert!(verb_of("explode", &q(&[])).is_err());
+        assert!(action_of("wait", &q(&[("status", "running 2")])).is_err());
+        assert!(action_of("wait", &q(&[])).is_err());
+        assert!(action_of("shutdown", &q(&[("timeout", "x")])).is_err());
+        assert!(action_of("explode", &q(&[])).is_err());
     }
 
     #[test]
@@ -284,6 +299,7 @@ mod tests {
         let (name, spec) = create_body(br#"{"name":"web","image":"x","vcpu_count":2}"#).unwrap();
         assert_eq!(name, "web");
         assert_eq!(spec.vcpu_count, 2);
+        assert!(create_body(br#"{"name":"w","image":"x","kernel_image_path":""}"#).is_ok());
         assert!(create_body(br#"{"image":"x"}"#).is_err());
         assert!(create_body(br#"{"name":"w","bogus":1}"#).is_err());
         assert!(create_body(br#"[1]"#).is_err());

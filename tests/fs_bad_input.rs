@@ -284,7 +284,9 @@ fn running_machine_refuses_start_rmdir_and_config() {
 fn start_with_an_image_that_cannot_be_pulled_fails_cleanly() {
     require_docker();
     let d = Daemon::start();
-    let image = "hyperfleet-test/no-such-image:never";
+    // A registry that says the image does not exist...
+    let registry = common::registry::Registry::start(common::registry::Behaviour::NotFound);
+    let image = registry.image("no-such-image");
     d.ok(&format!(
         r#"mkdir machines/web && /bin/echo '{{"image":"{image}","cmd":["sleep","600"]}}' > machines/web/config"#
     ));
@@ -292,7 +294,7 @@ fn start_with_an_image_that_cannot_be_pulled_fails_cleanly() {
 
     let stderr = d.fails("/bin/echo start > machines/web/ctl");
     expect_errno(&stderr, "No such file or directory");
-    error_line(&d, "web", &[image]);
+    error_line(&d, "web", &[&image, "start: pull image"]);
     assert_eq!(d.read("machines/web/status"), "pending\n");
     assert_eq!(d.read("machines/web/config"), config);
     assert!(d.containers().is_empty(), "failed start left a container");
@@ -315,12 +317,26 @@ fn start_with_an_image_that_cannot_be_pulled_fails_cleanly() {
     ));
     let stderr = d.fails("/bin/echo start > machines/web/ctl");
     expect_errno(&stderr, "No such file or directory");
-    error_line(&d, "web", &[image]);
+    error_line(&d, "web", &[&image]);
     assert_eq!(d.read("machines/web/status"), "stopped\n");
     assert!(
         d.containers().iter().all(|id| !docker_running(id)),
         "a failed start left a running container"
     );
+
+    // ...one that wants credentials, and one that cannot be reached: each
+    // says so with its own errno.
+    let locked = common::registry::Registry::start(common::registry::Behaviour::Unauthorized);
+    let gone = common::registry::Registry::closed();
+    for (registry, errno) in [(&locked, "Permission denied"), (&gone, "No route to host")] {
+        d.ok(&format!(
+            r#"/bin/echo '{{"image":"{}"}}' > machines/web/config"#,
+            registry.image("x")
+        ));
+        let stderr = d.fails("/bin/echo start > machines/web/ctl");
+        expect_errno(&stderr, errno);
+        assert_eq!(d.read("machines/web/status"), "stopped\n");
+    }
 }
 
 #[test]

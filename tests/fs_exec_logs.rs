@@ -90,7 +90,7 @@ fn exec_json_form_with_env_timeout_and_json_result() {
            echo 'echo three' >&3; cat <&3"#);
     assert_eq!(
         out,
-        "one\n{\"exit_code\":0,\"stderr\":\"\",\"stdout\":\"two\\n\"}\nthree\n"
+        "one\n{\"exit_code\":0,\"stderr\":\"\",\"stderr_truncated\":false,\"stdout\":\"two\\n\",\"stdout_truncated\":false}\nthree\n"
     );
     d.ok(r#"echo '{"cmd":["sh","-c","echo hi; echo bad >&2; exit 5"]}' > machines/web/exec"#);
     assert_eq!(d.read("machines/web/exec"), "hi\n");

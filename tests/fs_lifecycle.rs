@@ -79,12 +79,34 @@ fn a_failed_start_keeps_the_last_run() {
     d.ok("echo start > machines/web/ctl; /bin/echo 'wait stopped 20' > machines/web/ctl");
     let info_before = d.read("machines/web/info");
     assert!(info_before.contains("\"exit_code\": 0"), "{info_before}");
-    d.ok(r#"echo '{"image":"hyperfleet-test/no-such-image:never"}' > machines/web/config"#);
+    let id_before = container_id(&info_before);
+    // A failure after the new container was created: its host port is taken.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    d.ok(&format!(
+        r#"echo '{{"image":"'"$IMAGE"'","cmd":["sleep","600"],"ports":[{{"host_port":{port},"container_port":80}}]}}' > machines/web/config"#
+    ));
     let err = d.fails("/bin/echo start > machines/web/ctl");
-    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(err.contains("Input/output error"), "{err}");
+    let error = d.read("machines/web/error");
+    assert!(error.starts_with("start: start container: "), "{error}");
     assert_eq!(d.read("machines/web/status"), "stopped\n");
     assert!(d.read("machines/web/logs").contains("hello from run one"));
-    assert_eq!(d.containers().len(), 1, "the last run's container is gone");
+    assert_eq!(d.containers().len(), 1, "the new container was left, or the last run's is gone");
+    let info_after = d.read("machines/web/info");
+    assert_eq!(container_id(&info_after), id_before, "{info_after}");
+    assert!(info_after.contains("\"exit_code\": 0"), "{info_after}");
+    // With the port free, the same config starts.
+    drop(taken);
+    d.ok("echo start > machines/web/ctl && echo kill > machines/web/ctl");
+}
+
+fn container_id(info: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(info).expect("info is JSON");
+    v["runtime_info"]["handle"]
+        .as_str()
+        .expect("a container id")
+        .to_owned()
 }
 
 #[test]

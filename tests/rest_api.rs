@@ -64,7 +64,7 @@ fn rest_errors_have_status_and_json_body_and_change_nothing() {
         "-X POST {api}/machines -d '{{\"name\":\"w\",\"imgae\":\"x\"}}'"
     ));
     assert!(
-        out.starts_with("400\n{\"error\":\"invalid_config\""),
+        out.starts_with("400\n{\"error\":\"validation_error\""),
         "{out}"
     );
     let out = code(&format!(

@@ -1,135 +1,198 @@
 //! After a restart (clean or `kill -9`), line the stored state up with what
-//! the runtimes actually run: re-adopt live workloads, record those that died
-//! meanwhile, and remove resources whose machine no longer exists. Nothing is
-//! ever started here, so nothing can run twice.
+//! the runtimes actually run: re-adopt live workloads, record those that
+//! died meanwhile, finish or roll back what an earlier daemon left
+//! half-done, and remove resources whose machine no longer exists.
+//!
+//! Two rules: nothing is ever started here, so nothing can run twice; and
+//! a machine is recorded as not running only when no workload of it runs
+//! (one that does is re-adopted, or, if it was being stopped, stopped).
+//! A workload in a transitional state (created, restarting, removing) is
+//! not yet known: it is looked at again until it settles.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::lifecycle::exit_outcome;
-use super::{lock, Core, Status};
-use crate::runtime::{Health, Observed};
+use super::machine::lock;
+use super::operation::deadline;
+use super::run::exit_line;
+use super::{Core, Machine};
+use crate::model::{Exit, Status};
+use crate::runtime::{null_sink, MachineRef, Observed};
+
+const DOWN: &str = " while hyperfleet was not running";
 
 impl Core {
     /// Adopts or settles every active machine that has no runtime attached;
     /// with `sweep`, also removes orphaned resources. Cheap when all is well,
-    /// so the health monitor runs it on every tick.
-    pub async fn reconcile(self: &Arc<Self>, sweep: bool) {
-        let machines: Vec<_> = super::read(&self.registry)
-            .by_seq
-            .values()
-            .cloned()
-            .collect();
-        for m in &machines {
-            // A machine busy with an operation gets its runtime from that operation.
-            let Ok(_op) = m.op.try_lock() else { continue };
-            let rec = m.snapshot();
-            if !matches!(self.health(rec.spec.runtime_type), Health::Available { .. }) {
-                continue;
-            }
-            // Machines whose run is already followed need nothing; the rest
-            // were left by an earlier daemon or by a runtime that was down.
-            if !rec.status.is_active() || m.live().is_some() {
-                continue;
-            }
-            let runtime = match self.new_runtime(m, &rec) {
-                Ok(rt) => rt,
-                Err(e) => {
-                    self.note_error(m, &e);
-                    continue;
-                }
-            };
-            let observed = match runtime.observe().await {
-                Ok(o) => o,
-                Err(e) => {
-                    // Leave the status alone: the workload may well be running.
-                    tracing::warn!("cannot reconcile {}: {e}", rec.name);
-                    self.note_error(m, &e);
-                    continue;
-                }
-            };
-            let down = " while hyperfleet was not running";
-            // What the runtime reports is a fact: it is recorded even if the
-            // store fails now (the next commit catches up).
-            match observed {
-                Observed::Running | Observed::Paused => {
-                    let status = if observed == Observed::Running {
-                        Status::Running
-                    } else {
-                        Status::Paused
-                    };
-                    let generation = m.next_generation();
-                    *lock(&m.live) = Some(runtime.clone());
-                    self.force(m, |r| r.status = status);
-                    self.follow_run(m, runtime, generation);
-                    tracing::info!("re-adopted {} ({status})", rec.name);
-                }
-                Observed::Exited { exit_code, reason } => {
-                    let (status, error) = if rec.status == Status::Stopping {
-                        (Status::Stopped, String::new())
-                    } else {
-                        exit_outcome(exit_code, reason.as_deref(), down)
-                    };
-                    *lock(&m.live) = Some(runtime);
-                    self.force(m, |r| {
-                        r.status = status;
-                        r.exit_code = Some(exit_code);
-                        r.error = error;
-                    });
-                }
-                Observed::Missing => self.force(m, |r| {
-                    r.status = Status::Failed;
-                    r.error = if rec.status == Status::Starting {
-                        format!(
-                            "hyperfleet stopped while starting it; no {} workload was left",
-                            rec.spec.runtime_type
-                        )
-                    } else {
-                        format!("its {} workload disappeared{down}", rec.spec.runtime_type)
-                    };
-                }),
-            }
+    /// so the health monitor runs it on every tick. Says whether every
+    /// machine is settled (false: look again soon).
+    pub async fn reconcile(self: &Arc<Self>, sweep: bool) -> bool {
+        let mut settled = true;
+        for m in self.machines() {
+            settled &= self.reconcile_one(&m).await;
         }
         if sweep {
             self.remove_orphans().await;
         }
+        settled
     }
 
-    /// Removes runtime resources labelled with this instance whose machine is gone
-    /// (say, the daemon died between removing a container and the store row).
+    async fn reconcile_one(self: &Arc<Self>, m: &Arc<Machine>) -> bool {
+        // A machine busy with an operation gets its runtime from that operation.
+        let Some(_op) = m.op.try_acquire("reconcile") else {
+            return true;
+        };
+        let rec = m.snapshot();
+        // Machines whose run is already followed need nothing; the rest were
+        // left by an earlier daemon or by a runtime that was down.
+        if !rec.status.is_active() || m.live().is_some() || m.is_deleted() {
+            return true;
+        }
+        if !self.health(rec.spec.runtime_type()).is_available() {
+            return true;
+        }
+        let runtime = match self.new_runtime(m, &rec) {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.note_error(m, &e).await;
+                return true;
+            }
+        };
+        let call = self.settings.call_deadline;
+        let observed = match deadline(call, "adopt", runtime.adopt()).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Leave the status alone: the workload may well be running.
+                tracing::warn!(machine = %rec.name, "cannot reconcile: {}", e.report());
+                self.note_error(m, &e.context("reconcile")).await;
+                return false;
+            }
+        };
+        let observed = match observed {
+            Observed::Transitional(what) => {
+                let since = *lock(&m.transitional_since).get_or_insert_with(Instant::now);
+                if since.elapsed() < self.settings.transitional_patience {
+                    tracing::debug!(machine = %rec.name, "workload is {what}; looking again");
+                    return false;
+                }
+                // It never settled. Whatever it is, it must not run behind a
+                // status that says it does not.
+                let _ = deadline(call, "kill", runtime.kill()).await;
+                Observed::Exited {
+                    exit: Exit::Unknown,
+                    reason: Some(format!(
+                        "its workload stayed {what} for {:.0}s after hyperfleet restarted, and was killed",
+                        since.elapsed().as_secs_f64()
+                    )),
+                }
+            }
+            o => o,
+        };
+        lock(&m.transitional_since).take();
+        // What the runtime reports is a fact: it is recorded even if the
+        // store fails now (the next commit catches up).
+        match observed {
+            Observed::Running | Observed::Paused if rec.status == Status::Stopping => {
+                // The user asked for a stop the earlier daemon did not finish.
+                let stopped = deadline(call + crate::model::action::DEFAULT_SHUTDOWN_GRACE, "stop", runtime.stop()).await;
+                let exit = match deadline(call, "observe", runtime.observe()).await {
+                    Ok(Observed::Exited { exit, .. }) => Some(exit),
+                    _ => None,
+                };
+                let note = match stopped {
+                    Ok(()) => "hyperfleet stopped while stopping it; the stop was completed when it restarted".to_owned(),
+                    Err(e) => format!("hyperfleet stopped while stopping it; completing the stop failed: {}", e.report()),
+                };
+                m.set_live(Some(runtime));
+                self.force(m, |r| {
+                    r.status = if exit.is_some() { Status::Stopped } else { Status::Running };
+                    r.exit = exit;
+                    r.error = note;
+                })
+                .await;
+            }
+            Observed::Running | Observed::Paused => {
+                let status = if observed == Observed::Running {
+                    Status::Running
+                } else {
+                    Status::Paused
+                };
+                let generation = m.next_generation();
+                m.set_live(Some(runtime.clone()));
+                self.force(m, |r| r.status = status).await;
+                self.follow_run(m, runtime, generation, true);
+                tracing::info!(machine = %rec.name, id = %rec.id, %status, "re-adopted");
+            }
+            Observed::Exited { exit, reason } => {
+                let (status, error) = match rec.status {
+                    Status::Stopping => (Status::Stopped, String::new()),
+                    Status::Starting => (
+                        exit.status(),
+                        exit_line(exit, reason.as_deref(), "; hyperfleet stopped while starting it"),
+                    ),
+                    _ => (exit.status(), exit_line(exit, reason.as_deref(), DOWN)),
+                };
+                m.set_live(Some(runtime));
+                self.force(m, |r| {
+                    r.status = status;
+                    r.exit = Some(exit);
+                    r.error = error;
+                })
+                .await;
+            }
+            Observed::Missing => {
+                let kind = rec.spec.runtime_type();
+                self.force(m, |r| {
+                    r.status = Status::Failed;
+                    r.error = if rec.status == Status::Starting {
+                        format!("hyperfleet stopped while starting it; no {kind} workload was left")
+                    } else {
+                        format!("its {kind} workload disappeared{DOWN}")
+                    };
+                })
+                .await
+            }
+            Observed::Transitional(_) => {}
+        }
+        true
+    }
+
+    /// Removes runtime resources labelled with this instance whose machine
+    /// is gone (say, the daemon died between removing a container and the
+    /// store row).
     async fn remove_orphans(&self) {
         for (kind, driver) in &self.drivers {
-            if !matches!(self.health(*kind), Health::Available { .. }) {
+            if !self.health(*kind).is_available() {
                 continue;
             }
             let owned = match driver.owned_machine_ids(&self.instance).await {
                 Ok(ids) => ids,
                 Err(e) => {
-                    tracing::warn!("cannot list {kind} resources: {e}");
+                    tracing::warn!("cannot list {kind} resources: {}", e.report());
                     continue;
                 }
             };
             // Taken after the listing, so a machine created meanwhile is known.
-            let known: HashSet<String> = super::read(&self.registry)
-                .by_seq
-                .values()
-                .map(|m| m.snapshot().id)
-                .collect();
+            let known: HashSet<String> = self.machines().iter().map(|m| m.id()).collect();
             for id in owned.into_iter().filter(|id| !known.contains(id)) {
-                let mref = crate::runtime::MachineRef {
+                let mref = MachineRef {
                     id: id.clone(),
                     name: String::new(),
                     instance: self.instance.clone(),
+                    runtime_dir: self.run_dir.join(&id),
                 };
-                let sink: crate::runtime::ProgressSink = Arc::new(|_: &str| {});
-                let removed = match driver.runtime(&mref, &Default::default(), sink) {
+                let removed = match driver.runtime(&mref, &Default::default(), null_sink()) {
                     Ok(rt) => rt.remove().await,
                     Err(e) => Err(e),
                 };
                 match removed {
-                    Ok(()) => tracing::info!("removed orphaned {kind} resources of machine {id}"),
+                    Ok(()) => {
+                        let _ = std::fs::remove_dir_all(&mref.runtime_dir);
+                        tracing::info!("removed orphaned {kind} resources of machine {id}")
+                    }
                     Err(e) => {
-                        tracing::warn!("cannot remove orphaned {kind} resources of {id}: {e}")
+                        tracing::warn!("cannot remove orphaned {kind} resources of {id}: {}", e.report())
                     }
                 }
             }

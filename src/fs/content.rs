@@ -1,10 +1,10 @@
 //! What each file says. Everything here is rendered from the core's in-memory
 //! state; nothing in this module may call a runtime.
 
-use crate::core::command::VERB_HELP;
-use crate::core::{Core, Machine, ResultFormat};
+use crate::core::{Core, Machine};
 use crate::fs::inode::FileKind;
-use crate::runtime::{ExecOutput, Health};
+use crate::model::{ExecOutput, ResultFormat, Verb};
+use crate::runtime::Health;
 
 pub const README: &str = "\
 hyperfleet: every machine is a directory.
@@ -32,16 +32,14 @@ EEXIST duplicate, EFBIG over 1 MiB, ETIMEDOUT, EOPNOTSUPP, ECONNREFUSED runtime
 down) and leaves one line explaining it in the machine's error file.
 ";
 
+/// What `cat ctl` says: the commands this machine's runtime supports.
 pub fn ctl_help(core: &Core, m: &Machine) -> Vec<u8> {
-    let caps = core.capabilities(m.snapshot().spec.runtime_type);
+    let verbs = core.verbs(m.with_record(|r| r.spec.runtime_type()));
     let mut out = String::new();
-    for (usage, cap) in VERB_HELP {
-        if caps.contains(cap) {
-            out.push_str(usage);
-            out.push('\n');
-        }
+    for v in Verb::ALL.into_iter().filter(|v| verbs.contains(v)) {
+        out.push_str(v.usage());
+        out.push('\n');
     }
-    out.push_str("wait <status> [timeout_secs]\n");
     out.into_bytes()
 }
 
@@ -93,6 +91,8 @@ pub fn exec_result(output: &ExecOutput, format: ResultFormat) -> Vec<u8> {
                 "exit_code": output.exit_code,
                 "stdout": String::from_utf8_lossy(&output.stdout),
                 "stderr": String::from_utf8_lossy(&output.stderr),
+                "stdout_truncated": output.stdout_truncated,
+                "stderr_truncated": output.stderr_truncated,
             }))
             .unwrap_or_default();
             v.push(b'\n');

@@ -2,7 +2,7 @@
 //! one number and back. Machine inodes derive from the machine's store
 //! sequence number, which is never reused, so a number never changes meaning.
 
-use crate::core::{RuntimeKind, Status};
+use crate::model::{RuntimeKind, Status};
 
 /// Files inside a machine directory, in listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

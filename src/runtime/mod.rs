@@ -1,63 +1,37 @@
 //! The runtime interface every isolation technology implements, and the
 //! driver that builds a runtime for one machine.
 //!
-//! A `Runtime` acts on one machine (the SDK shape: `Container`, later the VM
+//! A `Runtime` acts on one machine (the SDK shape: `Container`, the VM
 //! `Machine`s). A `Driver` is the per-host factory the core keeps, one per
-//! runtime kind: it probes whether the technology is usable here and builds a
-//! `Runtime` for a machine from its spec.
+//! runtime kind: it probes whether the technology is usable here and builds
+//! a `Runtime` for a machine from its spec. Drivers are registered in one
+//! place, [`registry`].
 
 pub mod docker;
+pub mod fake;
 pub mod process;
+pub mod registry;
 
-use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 use serde::Serialize;
 
-use crate::core::{MachineSpec, RuntimeKind};
 use crate::error::{Error, Result};
+use crate::model::{Exit, ExecOutput, ExecRequest, MachineSpec, RuntimeKind, Verb};
 
-/// Lifecycle verbs a runtime may support; `ctl` lists the supported ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    Start,
-    Stop,
-    Restart,
-    Pause,
-    Resume,
-    Shutdown,
-    Kill,
-    Exec,
-    Logs,
-}
-
-/// A command to run inside a machine. The timeout is a `Duration`, never a bare
-/// number, so callers cannot confuse seconds with milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecRequest {
-    pub cmd: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub timeout: Duration,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecOutput {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub exit_code: i64,
-}
-
-/// What the runtime says about a machine right now; used to reconcile the
-/// store with reality after a daemon restart.
+/// What the runtime says about a machine's workload right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     Running,
     Paused,
+    /// Between states (Docker's created, restarting, removing): not yet
+    /// known. Whoever asked looks again later rather than record a guess.
+    Transitional(String),
     Exited {
-        exit_code: i64,
+        exit: Exit,
         reason: Option<String>,
     },
     /// The runtime has no trace of the machine.
@@ -79,21 +53,38 @@ pub struct RuntimeInfo {
     pub error: Option<String>,
     pub addresses: Vec<String>,
     pub ports: Vec<String>,
+    /// Whatever else the runtime reports (a VMM's own description of the VM).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct LogOptions {
-    /// Keep the stream open and deliver new output as it comes.
-    pub follow: bool,
-    /// Only the last N lines.
-    pub tail: Option<usize>,
+/// Where a runtime puts what it has to say about a machine: the workload's
+/// output and hyperfleet's own progress lines. The core owns the log
+/// behind it; a runtime never replays or truncates it except through here.
+pub trait LogSink: Send + Sync {
+    /// Workload output (a container's stdout/stderr, a VM's serial console).
+    fn output(&self, bytes: &[u8]);
+    /// A line of hyperfleet's own (`[hyperfleet] pulling image ...`).
+    fn note(&self, line: &str);
+    /// Starts the run's log afresh: a runtime that can only replay a run's
+    /// output from its beginning calls this before replaying.
+    fn restart(&self);
 }
 
-pub type LogStream = BoxStream<'static, Result<bytes::Bytes>>;
+pub type Sink = Arc<dyn LogSink>;
 
-/// Receives human-readable progress lines (image pulls, boot steps) that
-/// belong in the machine's `logs`.
-pub type ProgressSink = Arc<dyn Fn(&str) + Send + Sync>;
+/// A sink that drops everything (library use without a daemon).
+pub struct NullSink;
+
+impl LogSink for NullSink {
+    fn output(&self, _: &[u8]) {}
+    fn note(&self, _: &str) {}
+    fn restart(&self) {}
+}
+
+pub fn null_sink() -> Sink {
+    Arc::new(NullSink)
+}
 
 /// Identity of a machine as a runtime sees it: enough to name and label the
 /// resources it creates so they can be found again after a restart.
@@ -105,43 +96,74 @@ pub struct MachineRef {
     /// Id of the daemon's state directory; resources are labelled with it so
     /// two daemons sharing one engine never touch each other's machines.
     pub instance: String,
+    /// The machine's private directory for sockets, pid files and console
+    /// logs. It exists while the machine does and is removed with it.
+    pub runtime_dir: PathBuf,
 }
 
 #[async_trait]
 pub trait Runtime: Send + Sync {
     fn kind(&self) -> RuntimeKind;
 
-    /// Creates the machine's resources afresh from the spec and starts them.
+    /// Creates the machine's workload afresh from the spec and starts it.
+    /// On failure nothing new is left behind and the previous run's
+    /// leftovers (its exit code, its logs) are untouched. The future may be
+    /// dropped half-way (a `kill` cancelled the start); the caller then
+    /// calls [`Runtime::abandon_start`].
     async fn start(&self) -> Result<()>;
+    /// Removes whatever a cancelled or interrupted `start` created, keeping
+    /// the previous run's leftovers. Succeeds if there is nothing.
+    async fn abandon_start(&self) -> Result<()>;
     /// Graceful stop with the runtime's default grace period.
     async fn stop(&self) -> Result<()>;
+    /// Asks the workload to stop, forces it after `grace`.
+    async fn shutdown(&self, grace: Duration) -> Result<()>;
+    async fn kill(&self) -> Result<()>;
     async fn pause(&self) -> Result<()>;
     async fn resume(&self) -> Result<()>;
-    /// Asks the workload to stop, forces it after `timeout`.
-    async fn shutdown(&self, timeout: Duration) -> Result<()>;
-    async fn kill(&self) -> Result<()>;
     /// Removes every resource the machine owns. Succeeds if there is none.
     async fn remove(&self) -> Result<()>;
 
-    async fn is_running(&self) -> Result<bool>;
-    async fn pid(&self) -> Result<Option<u32>>;
-    async fn info(&self) -> Result<RuntimeInfo>;
     async fn observe(&self) -> Result<Observed>;
+    /// For a daemon that just started: finishes or rolls back whatever an
+    /// earlier daemon left half-done (a start interrupted between creating
+    /// the new workload and retiring the old), so that at most one workload
+    /// of the machine exists, then observes it. Starts nothing.
+    async fn adopt(&self) -> Result<Observed> {
+        self.observe().await
+    }
+    /// Waits until the workload ends and says how.
+    async fn wait(&self) -> Result<Exit>;
+    async fn info(&self) -> Result<RuntimeInfo>;
+
+    async fn is_running(&self) -> Result<bool> {
+        Ok(self.observe().await? == Observed::Running)
+    }
+    async fn pid(&self) -> Result<Option<u32>> {
+        Ok(self.info().await?.pid)
+    }
 
     async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput>;
-    async fn logs(&self, opts: LogOptions) -> Result<LogStream>;
-    /// Waits until the workload exits; returns its exit code.
-    async fn wait(&self) -> Result<i64>;
+    /// Copies the current run's output into `sink` as it is produced, until
+    /// the workload ends. `resume` says the run began under an earlier
+    /// daemon: the output produced since is to be caught up.
+    async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()>;
 
     // Optional powers. A runtime that lacks one says so, cleanly.
     async fn resize(&self, _vcpus: Option<u32>, _mem_mib: Option<u64>) -> Result<()> {
         Err(self.unsupported("resize"))
     }
-    async fn add_disk(&self, _path: &std::path::Path, _id: &str) -> Result<()> {
+    async fn add_disk(&self, _path: &Path, _id: &str, _read_only: bool) -> Result<()> {
         Err(self.unsupported("disk hot-plug"))
     }
-    async fn snapshot(&self, _dest: &std::path::Path) -> Result<()> {
+    async fn remove_device(&self, _id: &str) -> Result<()> {
+        Err(self.unsupported("device hot-unplug"))
+    }
+    async fn snapshot(&self, _dir: &Path) -> Result<()> {
         Err(self.unsupported("snapshots"))
+    }
+    async fn restore(&self, _dir: &Path) -> Result<()> {
+        Err(self.unsupported("restoring snapshots"))
     }
 
     fn unsupported(&self, operation: &str) -> Error {
@@ -159,19 +181,42 @@ pub enum Health {
     Unavailable { reason: String },
 }
 
+impl Health {
+    pub fn is_available(&self) -> bool {
+        matches!(self, Health::Available { .. })
+    }
+}
+
 #[async_trait]
 pub trait Driver: Send + Sync {
     fn kind(&self) -> RuntimeKind;
-    fn capabilities(&self) -> &'static [Capability];
+    /// The `ctl` verbs this runtime supports, in `Verb::ALL` order.
+    fn verbs(&self) -> &'static [Verb];
+    /// Whether the runtime applies a machine's restart policy itself (Docker
+    /// does); otherwise the core does.
+    fn restarts_natively(&self) -> bool;
     async fn health(&self) -> Health;
     /// Builds the runtime for one machine. Cheap: touches nothing yet.
+    /// `notes` receives progress lines (image pulls, boot steps).
     fn runtime(
         &self,
         machine: &MachineRef,
         spec: &MachineSpec,
-        progress: ProgressSink,
+        notes: Sink,
     ) -> Result<Arc<dyn Runtime>>;
     /// Ids of machines of `instance` for which this runtime holds resources,
     /// so the core can remove resources whose machine no longer exists.
     async fn owned_machine_ids(&self, instance: &str) -> Result<Vec<String>>;
 }
+
+/// Every lifecycle verb; what a runtime with no optional powers supports.
+pub const LIFECYCLE_VERBS: &[Verb] = &[
+    Verb::Start,
+    Verb::Stop,
+    Verb::Restart,
+    Verb::Pause,
+    Verb::Resume,
+    Verb::Shutdown,
+    Verb::Kill,
+    Verb::Wait,
+];

@@ -78,3 +78,22 @@ pub fn descendants(root: i32) -> Vec<i32> {
     }
     found
 }
+
+/// Whether this process may send signals to `pid` (kill(2) with signal 0).
+pub fn may_signal(pid: i32) -> bool {
+    // SAFETY: signal 0 checks permission and existence; nothing is sent.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// `pid`'s pid inside its own (innermost) pid namespace, from the `NSpid`
+/// line of /proc/<pid>/status.
+pub fn namespaced_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}

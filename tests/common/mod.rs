@@ -2,6 +2,8 @@
 //! mount in a temp dir, driven by `sh -c` scripts, against the real Docker engine.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

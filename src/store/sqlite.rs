@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::core::{MachineName, MachineSpec, Status};
+use super::Store;
 use crate::error::{Error, Result};
+use crate::model::{now_ms, Exit, MachineName, MachineRecord, MachineSpec, Status};
 
 /// Each entry upgrades the schema by one version; never edit a released one.
 const MIGRATIONS: &[&str] = &[
@@ -32,53 +32,32 @@ const MIGRATIONS: &[&str] = &[
         started_ms   INTEGER
     );
     CREATE INDEX machines_status ON machines(status);",
+    // 2: how the last run ended: 'code', 'signal' or 'unknown' (exit_code then NULL).
+    "ALTER TABLE machines ADD COLUMN exit_kind TEXT;",
 ];
 
-/// A machine row as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineRecord {
-    /// Never reused, so inode numbers derived from it stay unique.
-    pub seq: u64,
-    pub id: String,
-    pub name: MachineName,
-    pub spec: MachineSpec,
-    pub status: Status,
-    pub error: String,
-    pub exit_code: Option<i64>,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    pub started_ms: Option<i64>,
-}
-
-pub struct Store {
+pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-impl Store {
-    pub fn open(path: &Path) -> Result<Store> {
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore> {
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
 
-    pub fn open_in_memory() -> Result<Store> {
+    pub fn open_in_memory() -> Result<SqliteStore> {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(mut conn: Connection) -> Result<Store> {
+    fn init(mut conn: Connection) -> Result<SqliteStore> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a change reported done survives power loss, not only a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn)?;
-        Ok(Store {
+        Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
     }
@@ -94,10 +73,13 @@ impl Store {
     pub fn schema_version(&self) -> Result<u32> {
         self.with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
+}
 
-    /// The id of this state directory, made on first use. Runtime resources
-    /// are labelled with it so a daemon only ever adopts or removes its own.
-    pub fn instance_id(&self) -> Result<String> {
+const COLUMNS: &str = "seq, id, name, status, spec_json, error, exit_code, exit_kind, \
+                       created_ms, updated_ms, started_ms";
+
+impl Store for SqliteStore {
+    fn instance_id(&self) -> Result<String> {
         self.with(|c| {
             let found: Option<String> = c
                 .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |r| {
@@ -116,19 +98,14 @@ impl Store {
         })
     }
 
-    pub fn insert(
-        &self,
-        id: &str,
-        name: &MachineName,
-        spec: &MachineSpec,
-    ) -> Result<MachineRecord> {
+    fn insert(&self, id: &str, name: &MachineName, spec: &MachineSpec) -> Result<MachineRecord> {
         let now = now_ms();
         let spec_json = spec_to_json(spec)?;
         let res = self.with(|c| {
             c.execute(
                 "INSERT INTO machines (id, name, runtime_type, status, spec_json, created_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![id, name.as_str(), spec.runtime_type.as_str(), Status::Pending.as_str(), spec_json, now],
+                params![id, name.as_str(), spec.runtime_type().as_str(), Status::Pending.as_str(), spec_json, now],
             )?;
             Ok(c.last_insert_rowid())
         });
@@ -146,28 +123,32 @@ impl Store {
             spec: spec.clone(),
             status: Status::Pending,
             error: String::new(),
-            exit_code: None,
+            exit: None,
             created_ms: now,
             updated_ms: now,
             started_ms: None,
         })
     }
 
-    /// Writes every mutable field of a record in one statement.
-    pub fn update(&self, rec: &MachineRecord) -> Result<()> {
+    fn update(&self, rec: &MachineRecord) -> Result<()> {
         let spec_json = spec_to_json(&rec.spec)?;
+        let (exit_kind, exit_code) = match rec.exit.map(Exit::to_parts) {
+            Some((k, n)) => (Some(k), n),
+            None => (None, None),
+        };
         let n = self.with(|c| {
             c.execute(
                 "UPDATE machines SET runtime_type = ?2, status = ?3, spec_json = ?4, error = ?5,
-                        exit_code = ?6, updated_ms = ?7, started_ms = ?8
+                        exit_code = ?6, exit_kind = ?7, updated_ms = ?8, started_ms = ?9
                  WHERE seq = ?1",
                 params![
                     rec.seq as i64,
-                    rec.spec.runtime_type.as_str(),
+                    rec.spec.runtime_type().as_str(),
                     rec.status.as_str(),
                     spec_json,
                     rec.error,
-                    rec.exit_code,
+                    exit_code,
+                    exit_kind,
                     rec.updated_ms,
                     rec.started_ms
                 ],
@@ -179,30 +160,41 @@ impl Store {
         Ok(())
     }
 
-    pub fn delete(&self, seq: u64) -> Result<()> {
+    fn delete(&self, seq: u64) -> Result<()> {
         self.with(|c| c.execute("DELETE FROM machines WHERE seq = ?1", params![seq as i64]))?;
         Ok(())
     }
 
-    pub fn load_all(&self) -> Result<Vec<MachineRecord>> {
-        let rows = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, id, name, status, spec_json, error, exit_code, created_ms, updated_ms, started_ms
-                 FROM machines ORDER BY seq",
-            )?;
+    fn load_all(&self) -> Result<Vec<MachineRecord>> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<String>,
+            i64,
+            i64,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = self.with(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM machines ORDER BY seq"))?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, i64>(8)?,
-                        r.get::<_, Option<i64>>(9)?,
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -218,6 +210,7 @@ impl Store {
                     spec_json,
                     error,
                     exit_code,
+                    exit_kind,
                     created_ms,
                     updated_ms,
                     started_ms,
@@ -231,7 +224,7 @@ impl Store {
                             .map_err(|e| corrupt(e.to_string()))?,
                         status: status.parse().map_err(corrupt)?,
                         error,
-                        exit_code,
+                        exit: Exit::from_parts(exit_kind.as_deref(), exit_code),
                         created_ms,
                         updated_ms,
                         started_ms,
@@ -276,7 +269,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let (instance, first_seq) = {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as u32);
             let mut rec = store
                 .insert("id-a", &name("a"), &MachineSpec::default())
@@ -290,7 +283,7 @@ mod tests {
             store.delete(rec.seq).unwrap();
             (store.instance_id().unwrap(), rec.seq)
         };
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.instance_id().unwrap(), instance);
         let all = store.load_all().unwrap();
         assert_eq!(all.len(), 1);
@@ -303,7 +296,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_refused() {
-        let store = Store::open_in_memory().unwrap();
+        let store = SqliteStore::open_in_memory().unwrap();
         store
             .insert("1", &name("web"), &MachineSpec::default())
             .unwrap();
@@ -317,10 +310,10 @@ mod tests {
     fn refuses_state_from_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        drop(Store::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "user_version", 99).unwrap();
         drop(conn);
-        assert!(matches!(Store::open(&path), Err(Error::Store(_))));
+        assert!(matches!(SqliteStore::open(&path), Err(Error::Store(_))));
     }
 }

@@ -1,115 +1,104 @@
-//! Parsing of what users write to `ctl` and `exec`. Both front ends share it,
-//! so a command means the same thing whichever way it arrives.
+//! A command to run inside a machine, and its result. The one-shot `exec`
+//! file, REST and the CLI all build an [`ExecRequest`]; the filesystem and
+//! REST parse theirs here so a command means the same whichever way it arrives.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::Status;
+use super::action::MAX_TIMEOUT;
 use crate::error::{Error, Result};
-use crate::runtime::{Capability, ExecRequest};
 
 pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(30);
-pub const MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Each of a one-shot exec's stdout and stderr keeps at most this much; the
+/// rest is read and dropped (and the result says so).
+pub const MAX_EXEC_OUTPUT: usize = 16 << 20;
 
-/// One `ctl` command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verb {
-    Start,
-    Stop,
-    Restart,
-    Pause,
-    Resume,
-    Shutdown(Duration),
-    Kill,
-    Wait { status: Status, timeout: Duration },
+/// A command to run inside a machine. The timeout is a `Duration`, never a
+/// bare number, so callers cannot confuse seconds with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub timeout: Duration,
 }
 
-/// What `cat ctl` prints: the verbs and their arguments.
-pub const VERB_HELP: &[(&str, Capability)] = &[
-    ("start", Capability::Start),
-    ("stop", Capability::Stop),
-    ("restart", Capability::Restart),
-    ("pause", Capability::Pause),
-    ("resume", Capability::Resume),
-    ("shutdown [grace_secs]", Capability::Shutdown),
-    ("kill", Capability::Kill),
-];
+impl ExecRequest {
+    pub fn new(cmd: impl IntoIterator<Item = impl Into<String>>) -> ExecRequest {
+        ExecRequest {
+            cmd: cmd.into_iter().map(Into::into).collect(),
+            env: BTreeMap::new(),
+            working_dir: None,
+            user: None,
+            timeout: DEFAULT_EXEC_TIMEOUT,
+        }
+    }
 
-impl Verb {
-    pub fn parse(raw: &[u8]) -> Result<Verb> {
-        let text = std::str::from_utf8(raw)
-            .map_err(|_| Error::InvalidCommand("ctl command is not valid UTF-8".into()))?;
-        let line = text.strip_suffix('\n').unwrap_or(text);
-        if line.contains('\n') {
+    pub fn validate(&self) -> Result<()> {
+        if self.cmd.is_empty() || self.cmd[0].is_empty() {
+            return Err(Error::InvalidCommand("exec needs a command".into()));
+        }
+        if self.cmd.iter().any(|a| a.contains('\0')) {
             return Err(Error::InvalidCommand(
-                "write one command per write to ctl".into(),
+                "exec arguments must not contain NUL".into(),
             ));
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let bad = |msg: String| Err(Error::InvalidCommand(msg));
-        let secs = |w: &str, what: &str| -> Result<Duration> {
-            let n: f64 = w.parse().map_err(|_| {
-                Error::InvalidCommand(format!("{what} must be a number of seconds, got {w:?}"))
-            })?;
-            if !(0.0..=MAX_EXEC_TIMEOUT.as_secs_f64()).contains(&n) {
-                return Err(Error::InvalidCommand(format!("{what} is out of range")));
+        if self
+            .env
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
+        {
+            return Err(Error::InvalidCommand(
+                "exec env keys must be non-empty, without '=' or NUL".into(),
+            ));
+        }
+        for (what, v) in [("working_dir", &self.working_dir), ("user", &self.user)] {
+            if v.as_deref().is_some_and(|s| s.is_empty() || s.contains('\0')) {
+                return Err(Error::InvalidCommand(format!(
+                    "exec {what} must be non-empty, without NUL"
+                )));
             }
-            Ok(Duration::from_secs_f64(n))
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_TIMEOUT {
+            return Err(Error::InvalidCommand(format!(
+                "exec timeout must be > 0 and <= {} seconds",
+                MAX_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a finished command left.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i64,
+    /// More than [`MAX_EXEC_OUTPUT`] was written to the stream; the rest was dropped.
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// The command outlived its timeout and was killed; the output is what
+    /// it wrote until then and `exit_code` is meaningless.
+    pub timed_out: bool,
+}
+
+impl ExecOutput {
+    /// Appends to stdout or stderr, keeping at most [`MAX_EXEC_OUTPUT`].
+    pub fn push(&mut self, stderr: bool, data: &[u8]) {
+        let (buf, truncated) = if stderr {
+            (&mut self.stderr, &mut self.stderr_truncated)
+        } else {
+            (&mut self.stdout, &mut self.stdout_truncated)
         };
-        match words.as_slice() {
-            [] => bad("empty ctl command".into()),
-            ["start"] => Ok(Verb::Start),
-            ["stop"] => Ok(Verb::Stop),
-            ["restart"] => Ok(Verb::Restart),
-            ["pause"] => Ok(Verb::Pause),
-            ["resume"] => Ok(Verb::Resume),
-            ["kill"] => Ok(Verb::Kill),
-            ["shutdown"] => Ok(Verb::Shutdown(DEFAULT_SHUTDOWN_GRACE)),
-            ["shutdown", s] => Ok(Verb::Shutdown(secs(s, "shutdown grace")?)),
-            ["wait", st] | ["wait", st, _] => {
-                let status = st
-                    .parse::<Status>()
-                    .map_err(Error::InvalidCommand)?;
-                let timeout = match words.get(2) {
-                    Some(t) => secs(t, "wait timeout")?,
-                    None => DEFAULT_WAIT_TIMEOUT,
-                };
-                Ok(Verb::Wait { status, timeout })
-            }
-            [verb, ..] => bad(format!(
-                "unknown or malformed ctl command {line:?} (verb {verb:?}); `cat ctl` lists the commands"
-            )),
+        let room = MAX_EXEC_OUTPUT.saturating_sub(buf.len());
+        if data.len() > room {
+            *truncated = true;
         }
-    }
-
-    pub fn capability(self) -> Option<Capability> {
-        match self {
-            Verb::Start => Some(Capability::Start),
-            Verb::Stop => Some(Capability::Stop),
-            Verb::Restart => Some(Capability::Restart),
-            Verb::Pause => Some(Capability::Pause),
-            Verb::Resume => Some(Capability::Resume),
-            Verb::Shutdown(_) => Some(Capability::Shutdown),
-            Verb::Kill => Some(Capability::Kill),
-            Verb::Wait { .. } => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Verb::Start => "start",
-            Verb::Stop => "stop",
-            Verb::Restart => "restart",
-            Verb::Pause => "pause",
-            Verb::Resume => "resume",
-            Verb::Shutdown(_) => "shutdown",
-            Verb::Kill => "kill",
-            Verb::Wait { .. } => "wait",
-        }
+        buf.extend_from_slice(&data[..data.len().min(room)]);
     }
 }
 
@@ -134,10 +123,15 @@ pub struct ExecCommand {
 #[serde(deny_unknown_fields)]
 struct ExecJson {
     cmd: Vec<String>,
+    /// Seconds.
     #[serde(default)]
     timeout: Option<f64>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
     #[serde(default)]
     result: ResultFormat,
 }
@@ -156,6 +150,8 @@ impl ExecCommand {
                 request: ExecRequest {
                     cmd: j.cmd,
                     env: j.env,
+                    working_dir: j.working_dir,
+                    user: j.user,
                     timeout: exec_timeout(j.timeout)?,
                 },
                 format: j.result,
@@ -168,49 +164,25 @@ impl ExecCommand {
                 ));
             }
             ExecCommand {
-                request: ExecRequest {
-                    cmd: split_words(line)?,
-                    env: BTreeMap::new(),
-                    timeout: DEFAULT_EXEC_TIMEOUT,
-                },
+                request: ExecRequest::new(split_words(line)?),
                 format: ResultFormat::Stdout,
             }
         };
-        validate_exec(&cmd.request)?;
+        cmd.request.validate()?;
         Ok(cmd)
     }
 }
 
-fn exec_timeout(secs: Option<f64>) -> Result<Duration> {
+/// An exec timeout given in seconds.
+pub fn exec_timeout(secs: Option<f64>) -> Result<Duration> {
     match secs {
         None => Ok(DEFAULT_EXEC_TIMEOUT),
-        Some(s) if s > 0.0 && s <= MAX_EXEC_TIMEOUT.as_secs_f64() => Ok(Duration::from_secs_f64(s)),
+        Some(s) if s > 0.0 && s <= MAX_TIMEOUT.as_secs_f64() => Ok(Duration::from_secs_f64(s)),
         Some(_) => Err(Error::InvalidCommand(format!(
             "timeout is in seconds and must be > 0 and <= {}",
-            MAX_EXEC_TIMEOUT.as_secs()
+            MAX_TIMEOUT.as_secs()
         ))),
     }
-}
-
-pub fn validate_exec(req: &ExecRequest) -> Result<()> {
-    if req.cmd.is_empty() || req.cmd[0].is_empty() {
-        return Err(Error::InvalidCommand("exec needs a command".into()));
-    }
-    if req.cmd.iter().any(|a| a.contains('\0')) {
-        return Err(Error::InvalidCommand(
-            "exec arguments must not contain NUL".into(),
-        ));
-    }
-    if req
-        .env
-        .iter()
-        .any(|(k, v)| k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0'))
-    {
-        return Err(Error::InvalidCommand(
-            "exec env keys must be non-empty, without '=' or NUL".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Splits a line into words the way a POSIX shell would quote them:
@@ -289,34 +261,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verbs_parse_with_arguments() {
-        assert_eq!(Verb::parse(b"start\n").unwrap(), Verb::Start);
-        assert_eq!(
-            Verb::parse(b"shutdown 3").unwrap(),
-            Verb::Shutdown(Duration::from_secs(3))
-        );
-        assert_eq!(
-            Verb::parse(b"wait running 5\n").unwrap(),
-            Verb::Wait {
-                status: Status::Running,
-                timeout: Duration::from_secs(5)
-            }
-        );
-        for bad in [
-            &b"strat"[..],
-            b"",
-            b"\n",
-            b"start now",
-            b"wait runing",
-            b"shutdown -1",
-            b"start\nstop\n",
-            b"\xff",
-        ] {
-            assert!(Verb::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn words_split_like_a_shell() {
         assert_eq!(
             split_words(r#"sh -c 'echo "hi there"' a\ b "x\"y" """#).unwrap(),
@@ -329,11 +273,12 @@ mod tests {
     #[test]
     fn exec_accepts_json_with_seconds() {
         let c = ExecCommand::parse(
-            br#"{"cmd":["ls","-la"],"timeout":2,"env":{"A":"b"},"result":"json"}"#,
+            br#"{"cmd":["ls","-la"],"timeout":2,"env":{"A":"b"},"working_dir":"/tmp","user":"nobody","result":"json"}"#,
         )
         .unwrap();
         assert_eq!(c.request.cmd, vec!["ls", "-la"]);
         assert_eq!(c.request.timeout, Duration::from_secs(2));
+        assert_eq!(c.request.working_dir.as_deref(), Some("/tmp"));
         assert_eq!(c.format, ResultFormat::Json);
         for bad in [
             &br#"{"cmd":[]}"#[..],
@@ -341,6 +286,7 @@ mod tests {
             br#"{"cmd":["x"],"timeout":-1}"#,
             br#"{"cmd":"x"}"#,
             br#"{"cmd":["x"],"bogus":1}"#,
+            br#"{"cmd":["x"],"user":""}"#,
             b"",
             b"   \n",
         ] {
@@ -350,5 +296,19 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn output_is_capped_and_says_so() {
+        let mut out = ExecOutput::default();
+        out.push(false, &vec![0; MAX_EXEC_OUTPUT - 2]);
+        assert!(!out.stdout_truncated);
+        out.push(false, b"abcd");
+        assert_eq!(out.stdout.len(), MAX_EXEC_OUTPUT);
+        assert_eq!(&out.stdout[MAX_EXEC_OUTPUT - 2..], b"ab");
+        assert!(out.stdout_truncated);
+        out.push(true, b"err");
+        assert_eq!(out.stderr, b"err");
+        assert!(!out.stderr_truncated);
     }
 }

@@ -25,8 +25,10 @@ impl MachineName {
         if s.len() > MAX_NAME_LEN {
             return Err(Error::NameTooLong { max: MAX_NAME_LEN });
         }
-        if s.starts_with('.') {
-            return Err(invalid("must not start with '.'"));
+        // As Docker's: a name starting with '-' would read as an option to
+        // every command line tool, one starting with '.' would hide.
+        if !s.as_bytes()[0].is_ascii_alphanumeric() {
+            return Err(invalid("must start with a letter or digit"));
         }
         if s.contains('/') {
             return Err(invalid("must not contain '/'"));
@@ -88,6 +90,8 @@ mod tests {
             b"a b",
             b"\xff\xfe",
             b"a\nb",
+            b"-rf",
+            b"_x",
         ] {
             assert!(
                 matches!(MachineName::parse(n), Err(Error::InvalidName { .. })),

@@ -1,10 +1,16 @@
-//! A machine's `logs` file on disk. Runtime output and hyperfleet's own
-//! progress lines (image pulls) are appended here as they happen, so reading
-//! or `tail -f`-ing `logs` never waits on a runtime and its size is always real.
+//! A machine's `logs` file on disk, and the sinks through which runtimes
+//! write to it. Runtime output and hyperfleet's own progress lines (image
+//! pulls) are appended as they happen, so reading or `tail -f`-ing `logs`
+//! never waits on a runtime and its size is always real.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use super::Machine;
+use crate::runtime::LogSink;
 
 /// Past this size the file is started afresh, so a chatty workload cannot fill the disk.
 pub const LOG_CAP: u64 = 16 << 20;
@@ -99,6 +105,74 @@ impl LogFile {
         buf.truncate(filled);
         Ok(buf)
     }
+}
+
+/// Where a run's output goes: the machine's log while that run is current.
+/// Output of a run a newer one has replaced is dropped, so two runs never
+/// interleave in one log.
+pub(super) struct RunSink {
+    machine: Weak<Machine>,
+    run: u64,
+}
+
+impl RunSink {
+    pub(super) fn new(m: &Arc<Machine>, run: u64) -> Arc<RunSink> {
+        Arc::new(RunSink {
+            machine: Arc::downgrade(m),
+            run,
+        })
+    }
+
+    fn current(&self) -> Option<Arc<Machine>> {
+        self.machine
+            .upgrade()
+            .filter(|m| !m.is_deleted() && m.log_run.load(Ordering::SeqCst) == self.run)
+    }
+}
+
+impl LogSink for RunSink {
+    fn output(&self, bytes: &[u8]) {
+        if let Some(m) = self.current() {
+            if let Err(e) = m.log.append(bytes) {
+                tracing::warn!(machine = %m.name(), "cannot append log: {e}");
+            }
+        }
+    }
+
+    fn note(&self, line: &str) {
+        if let Some(m) = self.current() {
+            m.log.note(line);
+        }
+    }
+
+    fn restart(&self) {
+        if let Some(m) = self.current() {
+            if let Err(e) = m.log.reset() {
+                tracing::warn!(machine = %m.name(), "cannot reset log: {e}");
+            }
+        }
+    }
+}
+
+/// Where a runtime's progress lines go while it starts: appended to
+/// whatever the log holds (the last run's output), so `tail -f logs`
+/// shows a pull as it happens and a failed start loses nothing.
+pub(super) struct NotesSink(pub Weak<Machine>);
+
+impl LogSink for NotesSink {
+    fn output(&self, bytes: &[u8]) {
+        if let Some(m) = self.0.upgrade().filter(|m| !m.is_deleted()) {
+            let _ = m.log.append(bytes);
+        }
+    }
+
+    fn note(&self, line: &str) {
+        if let Some(m) = self.0.upgrade().filter(|m| !m.is_deleted()) {
+            m.log.note(line);
+        }
+    }
+
+    fn restart(&self) {}
 }
 
 #[cfg(test)]

@@ -1,0 +1,99 @@
+//! The entry point of every action: capability check, cancellation of a
+//! start that a stop overtakes, the machine's operation slot, dispatch.
+
+use std::sync::Arc;
+
+use super::halt::Halt;
+use super::operation::OpGuard;
+use super::start::StartFrom;
+use super::{Core, Machine};
+use crate::error::{Error, Result};
+use crate::model::{Action, Status, Verb};
+
+impl Core {
+    /// Runs one action on a machine to completion. Its failure is recorded
+    /// in the machine's `error` as well as returned.
+    pub async fn act(self: &Arc<Self>, m: &Arc<Machine>, action: Action) -> Result<()> {
+        if m.is_deleted() {
+            return Err(Error::NotFound(m.name().to_string()));
+        }
+        let kind = m.with_record(|r| r.spec.runtime_type());
+        let verb = action.verb();
+        if self.drivers.contains_key(&kind) && !self.verbs(kind).contains(&verb) {
+            let err = Error::Unsupported {
+                runtime: kind.to_string(),
+                operation: verb.name().into(),
+            };
+            return self.outcome(m, Err(err)).await;
+        }
+        if let Action::Wait { target, timeout } = action {
+            // Changes nothing, so nothing to protect: an abandoned wait ends
+            // with its caller.
+            let res = self.wait_for(m, target, timeout).await;
+            return self.outcome(m, res).await;
+        }
+        // A user's action decides over a restart the policy has scheduled;
+        // a stop is then done already.
+        if m.cancel_pending_restart(verb.name())
+            && matches!(verb, Verb::Stop | Verb::Kill | Verb::Shutdown)
+        {
+            return Ok(());
+        }
+        // A stop overtakes a start in progress instead of queueing behind a
+        // pull that may never end.
+        let cancels = matches!(verb, Verb::Stop | Verb::Kill | Verb::Shutdown)
+            && m.op.cancel_if(&["start", "restart"], verb.name());
+        let wait = if cancels {
+            self.settings.cancel_wait
+        } else {
+            self.settings.busy_wait
+        };
+        self.detached(m, move |core, m| async move {
+            let op = m.op.acquire(verb.name(), wait).await?;
+            let name = m.name();
+            tracing::info!(machine = %name, id = %m.id(), op = verb.name(), "begin");
+            let res = core.act_locked(&m, action, &op, cancels).await;
+            if res.is_ok() {
+                tracing::info!(machine = %name, op = verb.name(), status = %m.status(), "done");
+            }
+            res
+        })
+        .await
+    }
+
+    async fn act_locked(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        action: Action,
+        op: &OpGuard<'_>,
+        cancelled_a_start: bool,
+    ) -> Result<()> {
+        match action {
+            Action::Start => self.start_locked(m, op, StartFrom::Spec).await,
+            Action::Restore { dir } => self.start_locked(m, op, StartFrom::Snapshot(dir)).await,
+            Action::Restart => {
+                if matches!(m.status(), Status::Running | Status::Paused) {
+                    self.halt_locked(m, Halt::Stop).await?;
+                }
+                self.start_locked(m, op, StartFrom::Spec).await
+            }
+            Action::Stop | Action::Kill | Action::Shutdown { .. }
+                if cancelled_a_start && m.status() == Status::Stopped =>
+            {
+                // The start it cancelled left the machine stopped: done.
+                Ok(())
+            }
+            Action::Stop => self.halt_locked(m, Halt::Stop).await,
+            Action::Kill => self.halt_locked(m, Halt::Kill).await,
+            Action::Shutdown { grace } => self.halt_locked(m, Halt::Shutdown(grace)).await,
+            Action::Pause => self.pause_locked(m, true).await,
+            Action::Resume => self.pause_locked(m, false).await,
+            Action::Resize { .. }
+            | Action::AddDisk { .. }
+            | Action::RemoveDevice { .. }
+            | Action::Snapshot { .. } => self.device_locked(m, action).await,
+            // Handled before the slot is taken.
+            Action::Wait { .. } => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Creating and deleting machines.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::machine::{read, write};
+use super::{Core, LogFile, Machine};
+use crate::error::{Error, Result, ResultExt};
+use crate::model::{MachineName, MachineSpec, Status};
+
+impl Core {
+    /// Creates a pending machine. The name is reserved while the row is
+    /// written, so two creators of one name cannot both win, yet nobody
+    /// reading the registry waits for the disk.
+    pub async fn create(&self, raw_name: &[u8], spec: MachineSpec) -> Result<Arc<Machine>> {
+        let name = MachineName::parse(raw_name)?;
+        spec.validate()?;
+        {
+            let mut reg = write(&self.registry);
+            if reg.by_name.contains_key(&name) || !reg.reserved.insert(name.clone()) {
+                return Err(Error::AlreadyExists(name.to_string()));
+            }
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let inserted = self
+            .store_blocking({
+                let (id, name, spec) = (id.clone(), name.clone(), spec);
+                move |store| store.insert(&id, &name, &spec)
+            })
+            .await;
+        let mut reg = write(&self.registry);
+        reg.reserved.remove(&name);
+        let rec = inserted?;
+        let m = Arc::new(Machine::new(rec.clone(), LogFile::new(&self.logs_dir, &id)));
+        reg.by_seq.insert(rec.seq, m.clone());
+        reg.by_name.insert(name.clone(), m.clone());
+        tracing::info!(machine = %name, id = %id, "created");
+        Ok(m)
+    }
+
+    /// Deletes a machine and everything it owns: its runtime's resources
+    /// (a stopped container, a VMM's sockets), its runtime directory, its log.
+    /// A machine that is `starting` has its start cancelled first.
+    pub async fn delete(self: &Arc<Self>, m: &Arc<Machine>) -> Result<()> {
+        m.cancel_pending_restart("rmdir");
+        let cancelled = m.op.cancel_if(&["start", "restart"], "rmdir");
+        let wait = if cancelled {
+            self.settings.cancel_wait
+        } else {
+            self.settings.busy_wait
+        };
+        self.detached(m, move |core, m| async move {
+            let _op = m.op.acquire("delete", wait).await?;
+            core.delete_locked(&m).await
+        })
+        .await
+    }
+
+    async fn delete_locked(&self, m: &Arc<Machine>) -> Result<()> {
+        if m.is_deleted() {
+            return Err(Error::NotFound(m.name().to_string()));
+        }
+        let rec = m.snapshot();
+        if rec.status.is_active() {
+            return Err(Error::Busy(format!(
+                "machine is {}; stop it before removing it",
+                rec.status
+            )));
+        }
+        if rec.status != Status::Pending || m.live().is_some() {
+            // A machine that ran may still hold runtime resources (a stopped
+            // container): they go first, so a failure here leaves the machine.
+            let rt = self.runtime_for(m, &rec)?;
+            let limit = self.settings.call_deadline;
+            super::operation::deadline(limit, "remove", rt.remove())
+                .await
+                .context("remove its resources")?;
+        }
+        let run_dir = self.machine_ref(&rec).runtime_dir;
+        match std::fs::remove_dir_all(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", run_dir.display()), e)),
+        }
+        let seq = rec.seq;
+        self.store_blocking(move |store| store.delete(seq)).await?;
+        {
+            let mut reg = write(&self.registry);
+            reg.by_name.remove(&rec.name);
+            reg.by_seq.remove(&rec.seq);
+        }
+        m.deleted.store(true, Ordering::SeqCst);
+        m.next_generation();
+        m.log_run.fetch_add(1, Ordering::SeqCst);
+        m.set_live(None);
+        m.wake_waiters();
+        m.log.remove();
+        tracing::info!(machine = %rec.name, id = %rec.id, "deleted");
+        Ok(())
+    }
+
+    /// Every machine, for sweeps that visit them all.
+    pub(super) fn machines(&self) -> Vec<Arc<Machine>> {
+        read(&self.registry).by_seq.values().cloned().collect()
+    }
+}

@@ -1,0 +1,44 @@
+//! What `info` and REST say about a machine.
+
+use super::{Core, Machine};
+use crate::error::{Error, Result};
+use crate::model::{MachineRecord, Status};
+
+/// The stored facts of a machine as JSON: what `info` starts from and what
+/// REST returns for a machine.
+pub fn describe(rec: &MachineRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": rec.id,
+        "name": rec.name.as_str(),
+        "runtime_type": rec.spec.runtime_type(),
+        "status": rec.status.as_str(),
+        "error": rec.error,
+        "exit_code": rec.exit.and_then(|e| e.code()),
+        "exit": rec.exit.map(|e| e.to_string()),
+        "config": rec.spec,
+        "created_at_ms": rec.created_ms,
+        "updated_at_ms": rec.updated_ms,
+        "started_at_ms": rec.started_ms,
+    })
+}
+
+impl Core {
+    /// The stored facts, what is in progress, and live facts from the runtime.
+    pub async fn info(&self, m: &std::sync::Arc<Machine>) -> Result<serde_json::Value> {
+        let rec = m.snapshot();
+        let mut out = describe(&rec);
+        if let Some((name, running)) = m.operation() {
+            out["operation"] = serde_json::json!({
+                "name": name,
+                "running_for_secs": (running.as_secs_f64() * 10.0).round() / 10.0,
+            });
+        }
+        if rec.status != Status::Pending || m.live().is_some() {
+            let rt = self.runtime_for(m, &rec)?;
+            let info = super::operation::deadline(self.settings.call_deadline, "info", rt.info()).await?;
+            out["runtime_info"] =
+                serde_json::to_value(info).map_err(|e| Error::Runtime(e.to_string()))?;
+        }
+        Ok(out)
+    }
+}

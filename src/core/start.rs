@@ -1,0 +1,122 @@
+//! `start` (and `restore`, which starts from a snapshot): the transition
+//! pending/stopped/failed → starting → running, cancellable at any point.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::operation::{deadline, OpGuard};
+use super::{Core, Machine};
+use crate::error::{Error, Result};
+use crate::model::{now_ms, Status};
+use crate::runtime::Runtime;
+
+/// What a start starts from.
+pub(super) enum StartFrom {
+    /// A fresh workload made from the spec.
+    Spec,
+    /// A VM snapshot in a directory.
+    Snapshot(PathBuf),
+}
+
+impl Core {
+    pub(super) async fn start_locked(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        op: &OpGuard<'_>,
+        from: StartFrom,
+    ) -> Result<()> {
+        let rec = m.snapshot();
+        let verb = match from {
+            StartFrom::Spec => "start",
+            StartFrom::Snapshot(_) => "restore",
+        };
+        match rec.status {
+            s if s.can_start() => {}
+            s @ (Status::Running | Status::Paused) => return Err(Error::AlreadyInState(s.as_str())),
+            s => {
+                return Err(Error::InvalidState {
+                    action: verb,
+                    status: s.as_str(),
+                })
+            }
+        }
+        if let StartFrom::Spec = from {
+            rec.spec.check_complete()?;
+            if let Some(vm) = rec.spec.vm_spec() {
+                vm.check_host_files()?;
+            }
+        }
+        let runtime = self.new_runtime(m, &rec)?;
+        let previous = rec.status;
+        self.commit(m, |r| r.status = Status::Starting).await?;
+        let attempt = async {
+            match &from {
+                StartFrom::Spec => runtime.start().await,
+                StartFrom::Snapshot(dir) => runtime.restore(dir).await,
+            }
+        };
+        let cancelled = op.cancelled();
+        tokio::select! {
+            res = deadline(self.settings.start_deadline, verb, attempt) => {
+                if let Err(e) = res {
+                    m.log.note(&format!("{verb} failed: {}", e.report()));
+                    let e = e.context(verb);
+                    // The runtime left nothing half-created: back to where we were.
+                    self.force(m, |r| r.status = previous).await;
+                    return Err(e);
+                }
+            }
+            by = cancelled => {
+                // The start's future is dropped here; what it made goes too.
+                let undone = deadline(
+                    self.settings.call_deadline,
+                    "cleaning up the cancelled start",
+                    runtime.abandon_start(),
+                )
+                .await;
+                let err = Error::Cancelled { operation: verb.into(), by };
+                let mut line = err.report().to_string();
+                if let Err(e) = undone {
+                    line.push_str(&format!("; {}", e.report()));
+                }
+                m.log.note(&line);
+                self.force(m, |r| {
+                    r.status = Status::Stopped;
+                    r.error = line;
+                })
+                .await;
+                return Err(err);
+            }
+        }
+        self.begin_run(m, runtime, previous).await
+    }
+
+    /// Records a workload that now runs as the machine's current run and
+    /// starts following it.
+    pub(super) async fn begin_run(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        runtime: Arc<dyn Runtime>,
+        previous: Status,
+    ) -> Result<()> {
+        let generation = m.next_generation();
+        m.set_live(Some(runtime.clone()));
+        let committed = self
+            .commit(m, |r| {
+                r.status = Status::Running;
+                r.started_ms = Some(now_ms());
+                r.exit = None;
+                r.error.clear();
+            })
+            .await;
+        if let Err(e) = committed {
+            // A run the store does not know about must not survive.
+            let _ = deadline(self.settings.call_deadline, "kill", runtime.kill()).await;
+            m.next_generation();
+            self.force(m, |r| r.status = previous).await;
+            return Err(e.context("record the start"));
+        }
+        self.follow_run(m, runtime, generation, false);
+        Ok(())
+    }
+}

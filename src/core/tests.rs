@@ -1,0 +1,519 @@
+//! The core's behaviour with the fake runtime and a fault-injecting store:
+//! no Docker, no FUSE, seconds in all.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Core, Machine, Settings};
+use crate::error::Error;
+use crate::model::{Action, Exit, Status, WaitTarget};
+use crate::runtime::fake::{FakeDriver, Knobs, OpKnob};
+use crate::runtime::Driver;
+use crate::store::{Faults, SqliteStore};
+
+struct Rig {
+    core: Arc<Core>,
+    fake: FakeDriver,
+    store: Arc<Faults<SqliteStore>>,
+    dir: tempfile::TempDir,
+}
+
+fn settings() -> Settings {
+    Settings {
+        busy_wait: Duration::from_millis(200),
+        config_wait: Duration::from_millis(200),
+        cancel_wait: Duration::from_secs(5),
+        start_deadline: Duration::from_secs(5),
+        call_deadline: Duration::from_secs(5),
+        transitional_patience: Duration::from_secs(2),
+    }
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("engine");
+    std::fs::create_dir_all(&engine).unwrap();
+    let fake = FakeDriver::new(crate::model::RuntimeKind::Firecracker, &engine);
+    let (core, store) = open(dir.path(), &fake);
+    Rig {
+        core,
+        fake,
+        store,
+        dir,
+    }
+}
+
+fn open(state: &std::path::Path, fake: &FakeDriver) -> (Arc<Core>, Arc<Faults<SqliteStore>>) {
+    let store = Faults::new(SqliteStore::open(&state.join("state.db")).unwrap());
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(fake.clone())];
+    let core = Core::open_with(state, Arc::new(store.clone()), drivers, settings()).unwrap();
+    (core, store)
+}
+
+impl Rig {
+    async fn machine(&self, name: &str) -> Arc<Machine> {
+        self.machine_with(name, "").await
+    }
+
+    async fn machine_with(&self, name: &str, extra: &str) -> Arc<Machine> {
+        self.core.probe_health().await;
+        let m = self
+            .core
+            .create(name.as_bytes(), Default::default())
+            .await
+            .unwrap();
+        // The kernel must exist when the machine starts.
+        let kernel = self.dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"fake kernel").unwrap();
+        let config = format!(
+            r#"{{"runtime_type":"firecracker","kernel_image_path":"{}"{extra}}}"#,
+            kernel.display()
+        );
+        self.core.set_config(&m, config.as_bytes()).await.unwrap();
+        m
+    }
+
+    fn knobs(&self, k: Knobs) {
+        self.fake.set_knobs(&k).unwrap();
+    }
+
+    fn engine_state(&self, m: &Machine) -> Option<String> {
+        self.fake.state(&m.id()).map(|s| s.state)
+    }
+}
+
+fn hang(op: &str) -> Knobs {
+    let mut k = Knobs::default();
+    k.ops.insert(
+        op.into(),
+        OpKnob {
+            hang: true,
+            ..Default::default()
+        },
+    );
+    k
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_runs_through_every_status() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    assert_eq!(m.status(), Status::Pending);
+    r.core.act(&m, Action::Start).await.unwrap();
+    assert_eq!(m.status(), Status::Running);
+    assert_eq!(r.engine_state(&m).as_deref(), Some("running"));
+    r.core.act(&m, Action::Pause).await.unwrap();
+    assert_eq!(m.status(), Status::Paused);
+    let err = r.core.act(&m, Action::Pause).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EALREADY);
+    r.core.act(&m, Action::Resume).await.unwrap();
+    assert_eq!(m.status(), Status::Running);
+    r.core.act(&m, Action::Stop).await.unwrap();
+    assert_eq!(m.status(), Status::Stopped);
+    assert_eq!(m.snapshot().exit, Some(Exit::Code(0)));
+    r.core.act(&m, Action::Restart).await.unwrap();
+    assert_eq!(m.status(), Status::Running);
+    r.core.act(&m, Action::Kill).await.unwrap();
+    r.core.delete(&m).await.unwrap();
+    assert!(r.core.get("vm").is_err());
+    assert_eq!(r.engine_state(&m), None, "engine state left behind");
+    assert!(!r.dir.path().join("run").join(m.id()).exists(), "runtime dir left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_cancels_a_hanging_start_and_removes_what_it_made() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = hang("start");
+    k.finish_start_after_ms = Some(60_000);
+    r.knobs(k);
+    let core = r.core.clone();
+    let starting = m.clone();
+    let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
+    eventually("starting", || m.status() == Status::Starting).await;
+    r.core.act(&m, Action::Kill).await.unwrap();
+    let err = start.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{}", err.report());
+    assert_eq!(err.errno(), libc::ECANCELED);
+    assert_eq!(m.status(), Status::Stopped);
+    let error = m.snapshot().error;
+    assert!(error.contains("start was cancelled by kill"), "{error}");
+    assert_eq!(r.engine_state(&m), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_start_leaves_the_previous_run_alone() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core.act(&m, Action::Stop).await.unwrap();
+    let mut k = Knobs::default();
+    k.finish_start_after_ms = Some(60_000);
+    k.ops.insert(
+        "start".into(),
+        OpKnob {
+            delay_ms: 60_000,
+            ..Default::default()
+        },
+    );
+    r.knobs(k);
+    let (core, starting) = (r.core.clone(), m.clone());
+    let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
+    eventually("starting", || m.status() == Status::Starting).await;
+    r.core.act(&m, Action::Stop).await.unwrap();
+    assert!(start.await.unwrap().is_err());
+    // The last run's workload is still there, exited.
+    assert_eq!(r.engine_state(&m).as_deref(), Some("exited"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmdir_cancels_a_start_and_deletes() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.knobs(hang("start"));
+    let (core, starting) = (r.core.clone(), m.clone());
+    let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
+    eventually("starting", || m.status() == Status::Starting).await;
+    r.core.delete(&m).await.unwrap();
+    assert!(start.await.unwrap().is_err());
+    assert!(m.is_deleted());
+    assert!(r.core.get("vm").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_machine_answers_ebusy_naming_the_operation() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.knobs(hang("pause"));
+    let (core, pausing) = (r.core.clone(), m.clone());
+    let pause = tokio::spawn(async move { core.act(&pausing, Action::Pause).await });
+    eventually("pause in progress", || m.operation().is_some()).await;
+    let info = r.core.info(&m).await;
+    // info reaches the fake, which is not hanging for info.
+    assert_eq!(info.unwrap()["operation"]["name"], "pause");
+    let err = r.core.act(&m, Action::Resume).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EBUSY);
+    let text = err.report().to_string();
+    assert!(text.contains("pause has been in progress"), "{text}");
+    assert!(m.snapshot().error.contains("pause has been in progress"));
+    r.knobs(Knobs::default());
+    pause.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_sees_a_status_the_machine_only_passed_through() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = Knobs::default();
+    k.exit_after_ms = Some(0);
+    k.exit_code = 0;
+    r.knobs(k);
+    let (core, waiting) = (r.core.clone(), m.clone());
+    let wait = tokio::spawn(async move {
+        core.act(
+            &waiting,
+            Action::Wait {
+                target: WaitTarget::Status(Status::Running),
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .await
+    });
+    // Let the wait subscribe before anything happens.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    eventually("exited", || m.status() == Status::Stopped).await;
+    wait.await.unwrap().expect("wait running must see the brief running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
+    let r = rig();
+    let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
+    let mut k = Knobs::default();
+    k.exit_after_ms = Some(50);
+    k.exit_code = 3;
+    r.knobs(k);
+    r.core.act(&m, Action::Start).await.unwrap();
+    eventually("restarted twice", || {
+        r.fake.state(&m.id()).is_some_and(|s| s.starts >= 3)
+    })
+    .await;
+    assert!(m.log().tail(None).unwrap().windows(10).any(|w| w == b"restarting"));
+    // Stop it for good: wait for a moment it is down with a restart pending, or running.
+    r.knobs(Knobs::default());
+    eventually("running again", || m.status() == Status::Running).await;
+    r.core.act(&m, Action::Stop).await.unwrap();
+    let starts = r.fake.state(&m.id()).unwrap().starts;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(m.status(), Status::Stopped);
+    assert_eq!(r.fake.state(&m.id()).unwrap().starts, starts, "restarted after stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_does_not_restart_a_clean_exit() {
+    let r = rig();
+    let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
+    let mut k = Knobs::default();
+    k.exit_after_ms = Some(20);
+    r.knobs(k);
+    r.core.act(&m, Action::Start).await.unwrap();
+    eventually("stopped", || m.status() == Status::Stopped).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(r.fake.state(&m.id()).unwrap().starts, 1);
+    assert_eq!(m.snapshot().exit, Some(Exit::Code(0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_changes_nothing() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.store.set_failing(true);
+    let err = r.core.act(&m, Action::Start).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    assert_eq!(m.status(), Status::Pending);
+    assert_eq!(r.engine_state(&m), None, "a start the store refused ran anyway");
+    let err = r.core.create(b"other", Default::default()).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EIO);
+    assert!(r.core.get("other").is_err());
+    // The name is free again once the failure passed.
+    r.store.set_failing(false);
+    r.core.create(b"other", Default::default()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_never_wait_for_a_hanging_store() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.store.set_hanging(true);
+    let (core, starting) = (r.core.clone(), m.clone());
+    let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
+    let (core2,) = (r.core.clone(),);
+    let create = tokio::spawn(async move { core2.create(b"new", Default::default()).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both writers are stuck on the disk; readers are not.
+    for _ in 0..100 {
+        assert_eq!(r.core.list().len(), 1);
+        assert_eq!(r.core.get("vm").unwrap().status(), Status::Pending);
+    }
+    // The name being created is taken already.
+    let err = r.core.create(b"new", Default::default()).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EEXIST);
+    r.store.set_hanging(false);
+    start.await.unwrap().unwrap();
+    create.await.unwrap().unwrap();
+    assert_eq!(r.core.list().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_runs_exit_never_touches_a_new_run() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let first = m.live().unwrap();
+    r.core.act(&m, Action::Restart).await.unwrap();
+    // The first run's runtime still answers for the machine's workload; its
+    // watcher is stale and must not report anything.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.status(), Status::Running);
+    assert_eq!(m.snapshot().error, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_verbs_are_refused_and_recorded() {
+    let r = rig();
+    let docker_only = {
+        let dir = r.dir.path().join("d");
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::runtime::docker::DockerDriver::with_host("unix:///nonexistent.sock")
+    };
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    let state = r.dir.path().join("s2");
+    let core =
+        Core::open_with(&state, store, vec![Arc::new(docker_only)], settings()).unwrap();
+    let m = core.create(b"web", Default::default()).await.unwrap();
+    let err = core
+        .act(
+            &m,
+            Action::Resize {
+                vcpus: Some(2),
+                mem_mib: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EOPNOTSUPP);
+    assert!(m.snapshot().error.contains("docker does not support resize"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_powers_reach_the_runtime_and_need_a_running_vm() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let resize = Action::Resize {
+        vcpus: Some(2),
+        mem_mib: None,
+    };
+    let err = r.core.act(&m, resize.clone()).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core.act(&m, resize).await.unwrap();
+    assert_eq!(r.fake.state(&m.id()).unwrap().vcpus, Some(2));
+    r.core
+        .act(
+            &m,
+            Action::AddDisk {
+                path: "/tmp/d.img".into(),
+                id: Some("data".into()),
+                read_only: false,
+            },
+        )
+        .await
+        .unwrap();
+    r.core
+        .act(&m, Action::RemoveDevice { id: "data".into() })
+        .await
+        .unwrap();
+    let err = r
+        .core
+        .act(&m, Action::RemoveDevice { id: "data".into() })
+        .await
+        .unwrap_err();
+    assert!(err.report().to_string().starts_with("remove-device: "), "{}", err.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_kernel_fails_start_naming_the_field() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core
+        .set_config(
+            &m,
+            br#"{"runtime_type":"firecracker","kernel_image_path":"/nonexistent/vmlinux"}"#,
+        )
+        .await
+        .unwrap();
+    let err = r.core.act(&m, Action::Start).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOENT);
+    assert!(m.snapshot().error.starts_with("kernel_image_path"), "{}", m.snapshot().error);
+    assert_eq!(m.status(), Status::Pending);
+}
+
+// ----- reconcile -----
+
+/// Reopens the core on the same state and engine, as a restarted daemon.
+async fn restart(r: &Rig) -> Arc<Core> {
+    let (core, _) = open(r.dir.path(), &r.fake);
+    core.probe_health().await;
+    core
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_readopts_running_and_records_deaths() {
+    let r = rig();
+    let a = r.machine("a").await;
+    let b = r.machine("b").await;
+    r.core.act(&a, Action::Start).await.unwrap();
+    r.core.act(&b, Action::Start).await.unwrap();
+    let (a_id, b_id) = (a.id(), b.id());
+    // b's workload dies while no daemon watches.
+    std::fs::remove_file(r.fake.dir().join(format!("{b_id}.json"))).unwrap();
+    let core = restart(&r).await;
+    assert!(core.reconcile(true).await);
+    let a2 = core.get("a").unwrap();
+    assert_eq!(a2.status(), Status::Running);
+    assert_eq!(r.fake.state(&a_id).unwrap().starts, 1, "started twice");
+    let b2 = core.get("b").unwrap();
+    assert_eq!(b2.status(), Status::Failed);
+    assert!(b2.snapshot().error.contains("disappeared"), "{}", b2.snapshot().error);
+    // The re-adopted run is followed: a stop works.
+    core.act(&a2, Action::Stop).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_waits_for_a_start_the_engine_finishes_after_the_daemon_died() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = Knobs::default();
+    k.finish_start_after_ms = Some(400);
+    r.knobs(k);
+    // The daemon "dies" with the machine starting and the engine mid-start.
+    r.core
+        .commit(&m, |rec| rec.status = Status::Starting)
+        .await
+        .unwrap();
+    let rt = r.core.new_runtime(&m, &m.snapshot()).unwrap();
+    rt.start().await.unwrap();
+    let core = restart(&r).await;
+    assert!(!core.reconcile(false).await, "a created workload is not yet known");
+    assert_eq!(core.get("vm").unwrap().status(), Status::Starting);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert!(core.reconcile(false).await);
+    assert_eq!(core.get("vm").unwrap().status(), Status::Running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finishes_a_stop_it_finds_interrupted() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core
+        .commit(&m, |rec| rec.status = Status::Stopping)
+        .await
+        .unwrap();
+    let core = restart(&r).await;
+    core.reconcile(false).await;
+    let m2 = core.get("vm").unwrap();
+    assert_eq!(m2.status(), Status::Stopped);
+    assert!(m2.snapshot().error.contains("stop was completed"), "{}", m2.snapshot().error);
+    assert_eq!(r.engine_state(&m2).as_deref(), Some("exited"), "still running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_gives_up_on_a_workload_that_never_settles_and_kills_it() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = Knobs::default();
+    k.finish_start_after_ms = Some(600_000);
+    r.knobs(k);
+    r.core
+        .commit(&m, |rec| rec.status = Status::Running)
+        .await
+        .unwrap();
+    r.core.new_runtime(&m, &m.snapshot()).unwrap().start().await.unwrap();
+    let core = restart(&r).await;
+    assert!(!core.reconcile(false).await);
+    tokio::time::sleep(settings().transitional_patience).await;
+    assert!(core.reconcile(false).await);
+    let m2 = core.get("vm").unwrap();
+    assert_eq!(m2.status(), Status::Failed);
+    assert_eq!(m2.snapshot().exit, Some(Exit::Unknown));
+    assert_eq!(r.engine_state(&m2).as_deref(), Some("exited"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_removes_orphans_and_never_starts_anything() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core.act(&m, Action::Stop).await.unwrap();
+    let orphan = r.fake.dir().join("orphan-id.json");
+    std::fs::write(&orphan, br#"{"state":"running"}"#).unwrap();
+    let core = restart(&r).await;
+    core.reconcile(true).await;
+    assert!(!orphan.exists());
+    assert_eq!(core.get("vm").unwrap().status(), Status::Stopped);
+    assert_eq!(r.engine_state(&m).as_deref(), Some("exited"));
+}

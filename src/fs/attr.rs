@@ -1,0 +1,139 @@
+//! File attributes: types, modes, sizes and times, and how long the kernel
+//! may cache them.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+
+use super::inode::{FileKind, Node};
+use super::{content, MachineFs};
+
+const TTL_STABLE: Duration = Duration::from_secs(1);
+/// Nodes whose attributes or existence follow machine state.
+const TTL_LIVE: Duration = Duration::ZERO;
+
+/// `ctl` and `exec` get a fresh inode number at every lookup (the nonce sits
+/// in these high bits). The kernel holds a file's inode lock for the whole of
+/// a write and takes it exclusively to truncate on `>`: with one shared inode,
+/// a `wait` blocked in `ctl` would hold up every `echo stop > ctl` behind it.
+const NONCE_SHIFT: u32 = 40;
+const BASE_MASK: u64 = (1 << NONCE_SHIFT) - 1;
+
+pub(super) fn node_of(ino: INodeNo) -> Option<Node> {
+    Node::from_ino(ino.0 & BASE_MASK)
+}
+
+pub(super) fn ms_to_time(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+impl MachineFs {
+    pub(super) fn ttl(node: Node) -> Duration {
+        match node {
+            Node::StatusLink(_) | Node::RuntimeLink(_) => TTL_LIVE,
+            Node::File(_, FileKind::Logs | FileKind::Ctl | FileKind::Exec) => TTL_LIVE,
+            _ => TTL_STABLE,
+        }
+    }
+
+    /// The entry TTL of a machine directory made by `mkdir`.
+    pub(super) fn ttl_new_dir() -> Duration {
+        TTL_STABLE
+    }
+
+    /// The inode number to hand out for `node` at a lookup.
+    pub(super) fn lookup_ino(&self, node: Node) -> u64 {
+        match node {
+            Node::File(_, FileKind::Ctl | FileKind::Exec) => {
+                let nonce = self.nonce.fetch_add(1, Ordering::Relaxed) % (1 << 23) + 1;
+                node.ino() | (nonce << NONCE_SHIFT)
+            }
+            _ => node.ino(),
+        }
+    }
+
+    pub(super) fn attr(&self, node: Node, ino: u64) -> Result<FileAttr, Errno> {
+        let (kind, perm, size, mtime) = match node {
+            Node::Readme => (
+                FileType::RegularFile,
+                0o444,
+                content::README.len() as u64,
+                self.mounted_at,
+            ),
+            Node::RuntimeStatus(k) => {
+                let len = content::runtime_status(&self.core.health(k)).len() as u64;
+                (FileType::RegularFile, 0o444, len, self.mounted_at)
+            }
+            Node::Machine(seq) => {
+                let m = self.machine(seq)?;
+                (
+                    FileType::Directory,
+                    0o755,
+                    0,
+                    ms_to_time(m.with_record(|r| r.updated_ms)),
+                )
+            }
+            Node::StatusLink(seq) | Node::RuntimeLink(seq) => {
+                let m = self.machine(seq)?;
+                let len = super::tree::link_target(&m).len() as u64;
+                (FileType::Symlink, 0o777, len, self.mounted_at)
+            }
+            Node::File(seq, kind) => {
+                let m = self.machine(seq)?;
+                let size = match kind {
+                    FileKind::Logs => m.log().len(),
+                    FileKind::Info => 0,
+                    other => content::file_len(&self.core, &m, other),
+                };
+                (
+                    FileType::RegularFile,
+                    kind.perm(),
+                    size,
+                    ms_to_time(m.with_record(|r| r.updated_ms)),
+                )
+            }
+            _ => (FileType::Directory, 0o755, 0, self.mounted_at),
+        };
+        Ok(FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        })
+    }
+}
+
+/// The attributes of a machine directory `mkdir` just made (answered from
+/// a task, where there is no `MachineFs` to ask).
+pub(super) fn new_machine_dir(m: &crate::core::Machine, uid: u32, gid: u32) -> FileAttr {
+    let mtime = ms_to_time(m.with_record(|r| r.updated_ms));
+    FileAttr {
+        ino: INodeNo(Node::Machine(m.seq()).ino()),
+        size: 0,
+        blocks: 0,
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: FileType::Directory,
+        perm: 0o755,
+        nlink: 2,
+        uid,
+        gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
