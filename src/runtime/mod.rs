@@ -6,8 +6,13 @@
 //! runtime kind: it probes whether the technology is usable here and builds a
 //! `Runtime` for a machine from its spec.
 
+pub mod cloud_hypervisor;
 pub mod docker;
+pub mod firecracker;
+pub mod http;
+pub mod pidfd;
 pub mod process;
+pub mod vmm_process;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
