@@ -190,7 +190,7 @@ pub enum VmmError {
         socket: PathBuf,
         after: Duration,
         #[source]
-        last_error: Option<HttpError>,
+        last_error: Option<Box<HttpError>>,
         output: OutputTail,
     },
     #[error("waiting for VMM process {pid}")]
@@ -396,7 +396,7 @@ impl Vmm {
             if socket.exists() {
                 match tokio::time::timeout(left, probe()).await {
                     Ok(Ok(answer)) => return Ok(answer),
-                    Ok(Err(e)) => last_error = Some(e),
+                    Ok(Err(e)) => last_error = Some(Box::new(e)),
                     // The deadline passed mid-probe; the loop reports it.
                     Err(_) => {}
                 }

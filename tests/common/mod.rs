@@ -2,6 +2,10 @@
 //! mount in a temp dir, driven by `sh -c` scripts, against the real Docker engine.
 #![allow(dead_code)]
 
+pub mod fake_vmm;
+pub mod kernel;
+pub mod vmm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
