@@ -359,6 +359,12 @@ impl UnixHttp {
                 path: self.socket.clone(),
                 source: rebuild_io(code, std::io::ErrorKind::ConnectionRefused),
             },
+            // Another errno (EACCES on the socket, ECONNRESET...).
+            Some((kind, Some(code))) => HttpError::Io {
+                what: what.to_owned(),
+                socket: self.socket.clone(),
+                source: rebuild_io(Some(code), kind),
+            },
             _ => HttpError::Transport {
                 what: what.to_owned(),
                 socket: self.socket.clone(),
@@ -495,6 +501,26 @@ mod tests {
         let msg = error_message(StatusCode::BAD_REQUEST, body.as_bytes());
         assert!(msg.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(msg.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn hostile_paths_fail_without_panicking() {
+        let http = UnixHttp::new("/nonexistent/hyperfleet-test.sock");
+        for path in [
+            "/a#b", "/%zz", "/a?b c", "/\u{e9}", "//x", "/a\nb", "?x", "/a\\b",
+        ] {
+            let err = http
+                .request::<()>(Method::GET, path, None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    HttpError::InvalidPath { .. } | HttpError::SocketMissing { .. }
+                ),
+                "{path:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -222,6 +222,8 @@ impl Vmm {
     /// and stderr to files (truncated), no file descriptor of the daemon
     /// inherited. Refuses if the pid file names a VMM that still runs.
     /// Returns once the process exists; see [`Vmm::wait_ready`] for its API.
+    /// A pid file that cannot be parsed also refuses the spawn: it may name
+    /// a VMM we could no longer recognise. Must run inside a tokio runtime.
     pub fn spawn(cmd: &VmmCommand) -> Result<Vmm, VmmError> {
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -298,7 +298,9 @@ async fn configuration_errors_surface_at_boot() {
         .unwrap_err();
     assert_eq!(status_of(&err).0, StatusCode::BAD_REQUEST, "wrong method");
     assert!(ch.vmm.handle().is_alive(), "errors leave the VMM running");
-    ch.vmm.terminate(GRACE).await.unwrap();
+    // Cloud Hypervisor handles SIGTERM: a clean exit that removes its socket.
+    assert_eq!(ch.vmm.terminate(GRACE).await.unwrap(), VmmExit::Code(0));
+    assert!(!ch.api_socket.exists());
 }
 
 #[tokio::test]

@@ -164,11 +164,10 @@ async fn boots_pauses_snapshots_and_restores() {
         "{log}"
     );
 
+    // Firecracker has no SIGTERM handler: it dies of the signal, within
+    // the grace, and leaves its sockets behind.
     let exit = fc.vmm.terminate(GRACE).await.unwrap();
-    assert!(
-        matches!(exit, VmmExit::Code(_) | VmmExit::Signal(libc::SIGTERM)),
-        "{exit}"
-    );
+    assert_eq!(exit, VmmExit::Signal(libc::SIGTERM));
     assert!(!fc.vmm.handle().is_alive());
     drop(fc);
 
