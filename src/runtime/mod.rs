@@ -7,10 +7,15 @@
 //! a `Runtime` for a machine from its spec. Drivers are registered in one
 //! place, [`registry`].
 
+pub mod cloud_hypervisor;
 pub mod docker;
 pub mod fake;
+pub mod firecracker;
+pub mod http;
+pub mod pidfd;
 pub mod process;
 pub mod registry;
+pub mod vmm_process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod fake_vmm;
+pub mod kernel;
+pub mod vmm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,4 @@
+//! Firecracker microVMs. For now the layer below the runtime: the typed
+//! client of Firecracker's API socket. The runtime built on it comes next.
+
+pub mod api;
