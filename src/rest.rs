@@ -29,9 +29,9 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::core::{describe, Core};
+use crate::error::{Error, Result};
 use crate::model::action::{seconds, wait_target, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WAIT_TIMEOUT};
 use crate::model::{Action, ExecCommand, MachineSpec, RuntimeKind, MAX_WRITE};
-use crate::error::{Error, Result};
 use crate::runtime::Health;
 
 type Body = Full<Bytes>;

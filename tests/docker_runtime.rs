@@ -18,7 +18,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 use bollard::Docker;
 use futures_util::FutureExt;
 use hyperfleet::model::spec::{ContainerSpec, PortMapping};
-use hyperfleet::model::{Exit, ExecRequest, MachineSpec, Workload};
+use hyperfleet::model::{ExecRequest, Exit, MachineSpec, Workload};
 use hyperfleet::runtime::docker::{
     Container, DockerConnection, DockerDriver, LABEL_INSTANCE, LABEL_MACHINE_ID,
 };
@@ -331,7 +331,10 @@ async fn kill_reports_sigkill() {
         assert_eq!(c.wait().await.unwrap(), Exit::Code(137));
         assert!(matches!(
             c.observe().await.unwrap(),
-            Observed::Exited { exit: Exit::Code(137), .. }
+            Observed::Exited {
+                exit: Exit::Code(137),
+                ..
+            }
         ));
     })
     .await;
@@ -375,7 +378,10 @@ async fn pull_failure(fx: &Fixture, registry: &common::registry::Registry) -> Er
     let c = fx.container(&s);
     let err = c.start().await.unwrap_err();
     assert!(fx.containers_named(c.name()).await.is_empty());
-    assert!(fx.containers_named(&format!("{}-next", c.name())).await.is_empty());
+    assert!(fx
+        .containers_named(&format!("{}-next", c.name()))
+        .await
+        .is_empty());
     let progress = fx.progress.0.lock().unwrap().clone();
     assert!(
         progress.iter().any(|l| l.contains("pulling")),
@@ -386,11 +392,15 @@ async fn pull_failure(fx: &Fixture, registry: &common::registry::Registry) -> Er
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_failures_say_what_went_wrong() {
-    use common::registry::{Registry, Behaviour};
+    use common::registry::{Behaviour, Registry};
     with_fixture("pull", |fx| async move {
         let missing = Registry::start(Behaviour::NotFound);
         let err = pull_failure(&fx, &missing).await;
-        assert!(matches!(err.root(), Error::ImageNotFound { .. }), "{}", err.report());
+        assert!(
+            matches!(err.root(), Error::ImageNotFound { .. }),
+            "{}",
+            err.report()
+        );
         assert_eq!(err.errno(), libc::ENOENT);
 
         let locked = Registry::start(Behaviour::Unauthorized);
@@ -514,7 +524,9 @@ async fn resource_limits_and_labels_follow_the_spec() {
         let mut s = spec(idle_cmd());
         s.vcpu_count = 1;
         s.mem_size_mib = 96;
-        container_of(&mut s).env.insert("MODE".into(), "test".into());
+        container_of(&mut s)
+            .env
+            .insert("MODE".into(), "test".into());
         container_of(&mut s).working_dir = Some("/tmp".into());
         let c = fx.container(&s);
         c.start().await.expect("start");
@@ -587,7 +599,10 @@ async fn logs_and_wait() {
         assert_eq!(c.logs_text(Some(1)).await.unwrap(), "three\n");
         assert!(matches!(
             c.observe().await.unwrap(),
-            Observed::Exited { exit: Exit::Code(7), .. }
+            Observed::Exited {
+                exit: Exit::Code(7),
+                ..
+            }
         ));
     })
     .await;

@@ -11,9 +11,10 @@ impl Core {
     /// it takes effect at the next start.
     pub async fn set_config(self: &Arc<Self>, m: &Arc<Machine>, bytes: &[u8]) -> Result<()> {
         let bytes = bytes.to_vec();
-        self.detached(m, |core, m| async move {
-            core.set_config_of(&m, &bytes).await
-        })
+        self.detached(
+            m,
+            |core, m| async move { core.set_config_of(&m, &bytes).await },
+        )
         .await
     }
 

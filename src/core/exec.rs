@@ -17,7 +17,11 @@ impl Core {
     /// Runs a command to completion. A non-zero exit is a result, not an
     /// error; a command past its timeout is killed, what it printed is kept
     /// as the machine's latest exec result, and the call fails with ETIMEDOUT.
-    pub async fn exec(self: &Arc<Self>, m: &Arc<Machine>, req: ExecRequest) -> Result<Arc<ExecOutput>> {
+    pub async fn exec(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        req: ExecRequest,
+    ) -> Result<Arc<ExecOutput>> {
         self.detached(m, |core, m| async move { core.exec_in(&m, req).await })
             .await
     }

@@ -49,7 +49,9 @@ impl Core {
             match deadline(call, "resume", runtime.resume()).await {
                 // Should the stop fail now, the machine is running, not paused.
                 Ok(()) => previous = Status::Running,
-                Err(e) => tracing::debug!(machine = %rec.name, "resume before stop: {}", e.report()),
+                Err(e) => {
+                    tracing::debug!(machine = %rec.name, "resume before stop: {}", e.report())
+                }
             }
         }
         let res = match how {

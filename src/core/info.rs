@@ -35,7 +35,8 @@ impl Core {
         }
         if rec.status != Status::Pending || m.live().is_some() {
             let rt = self.runtime_for(m, &rec)?;
-            let info = super::operation::deadline(self.settings.call_deadline, "info", rt.info()).await?;
+            let info =
+                super::operation::deadline(self.settings.call_deadline, "info", rt.info()).await?;
             out["runtime_info"] =
                 serde_json::to_value(info).map_err(|e| Error::Runtime(e.to_string()))?;
         }

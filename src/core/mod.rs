@@ -286,7 +286,11 @@ impl Core {
                 let settled = c.reconcile(recovered).await;
                 drop(c);
                 // A workload still settling is looked at again soon.
-                let pause = if settled { every } else { every.min(UNSETTLED_RETRY) };
+                let pause = if settled {
+                    every
+                } else {
+                    every.min(UNSETTLED_RETRY)
+                };
                 tokio::time::sleep(pause).await;
             }
         });

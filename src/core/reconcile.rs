@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::machine::lock;
 use super::operation::deadline;
-use super::run::exit_line;
+use super::run::{exit_line, RunLog};
 use super::{Core, Machine};
 use crate::model::{Exit, Status};
 use crate::runtime::{null_sink, MachineRef, Observed};
@@ -95,7 +95,12 @@ impl Core {
         match observed {
             Observed::Running | Observed::Paused if rec.status == Status::Stopping => {
                 // The user asked for a stop the earlier daemon did not finish.
-                let stopped = deadline(call + crate::model::action::DEFAULT_SHUTDOWN_GRACE, "stop", runtime.stop()).await;
+                let stopped = deadline(
+                    call + crate::model::action::DEFAULT_SHUTDOWN_GRACE,
+                    "stop",
+                    runtime.stop(),
+                )
+                .await;
                 let exit = match deadline(call, "observe", runtime.observe()).await {
                     Ok(Observed::Exited { exit, .. }) => Some(exit),
                     _ => None,
@@ -106,7 +111,11 @@ impl Core {
                 };
                 m.set_live(Some(runtime));
                 self.force(m, |r| {
-                    r.status = if exit.is_some() { Status::Stopped } else { Status::Running };
+                    r.status = if exit.is_some() {
+                        Status::Stopped
+                    } else {
+                        Status::Running
+                    };
                     r.exit = exit;
                     r.error = note;
                 })
@@ -121,7 +130,7 @@ impl Core {
                 let generation = m.next_generation();
                 m.set_live(Some(runtime.clone()));
                 self.force(m, |r| r.status = status).await;
-                self.follow_run(m, runtime, generation, true);
+                self.follow_run(m, runtime, generation, RunLog::Resume);
                 tracing::info!(machine = %rec.name, id = %rec.id, %status, "re-adopted");
             }
             Observed::Exited { exit, reason } => {
@@ -129,7 +138,11 @@ impl Core {
                     Status::Stopping => (Status::Stopped, String::new()),
                     Status::Starting => (
                         exit.status(),
-                        exit_line(exit, reason.as_deref(), "; hyperfleet stopped while starting it"),
+                        exit_line(
+                            exit,
+                            reason.as_deref(),
+                            "; hyperfleet stopped while starting it",
+                        ),
                     ),
                     _ => (exit.status(), exit_line(exit, reason.as_deref(), DOWN)),
                 };
@@ -192,7 +205,10 @@ impl Core {
                         tracing::info!("removed orphaned {kind} resources of machine {id}")
                     }
                     Err(e) => {
-                        tracing::warn!("cannot remove orphaned {kind} resources of {id}: {}", e.report())
+                        tracing::warn!(
+                            "cannot remove orphaned {kind} resources of {id}: {}",
+                            e.report()
+                        )
                     }
                 }
             }

@@ -19,25 +19,36 @@ const STABLE_RUN: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// How a run's output joins the machine's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunLog {
+    /// A new run by request: `logs` starts afresh.
+    Fresh,
+    /// A restart by the restart policy: appended, as Docker does for its own.
+    Append,
+    /// A run that began under an earlier daemon, re-adopted: caught up.
+    Resume,
+}
+
 impl Core {
-    /// Starts the background tasks of a run. `resume`: the run began under
-    /// an earlier daemon (re-adopted), so its log continues rather than
-    /// starting afresh.
+    /// Starts the background tasks of a run.
     pub(super) fn follow_run(
         self: &Arc<Self>,
         m: &Arc<Machine>,
         runtime: Arc<dyn Runtime>,
         generation: u64,
-        resume: bool,
+        log: RunLog,
     ) {
-        let run = if resume {
-            m.log_run.load(Ordering::SeqCst)
-        } else {
+        if log == RunLog::Fresh {
             if let Err(e) = m.log.reset() {
                 tracing::warn!(machine = %m.name(), "cannot reset log: {e}");
             }
-            m.log_run.fetch_add(1, Ordering::SeqCst) + 1
+        }
+        let run = match log {
+            RunLog::Resume => m.log_run.load(Ordering::SeqCst),
+            RunLog::Fresh | RunLog::Append => m.log_run.fetch_add(1, Ordering::SeqCst) + 1,
         };
+        let resume = log == RunLog::Resume;
         let sink = RunSink::new(m, run);
         let rt = runtime.clone();
         let name = m.name();
@@ -54,7 +65,12 @@ impl Core {
         tokio::spawn(async move { core.watch_exit(machine, runtime, generation).await });
     }
 
-    async fn watch_exit(self: Arc<Self>, m: Arc<Machine>, runtime: Arc<dyn Runtime>, generation: u64) {
+    async fn watch_exit(
+        self: Arc<Self>,
+        m: Arc<Machine>,
+        runtime: Arc<dyn Runtime>,
+        generation: u64,
+    ) {
         let started = Instant::now();
         let stale = |m: &Machine| m.generation() != generation || m.is_deleted();
         loop {
@@ -68,7 +84,8 @@ impl Core {
             }
             // A restart policy may already have brought the workload back,
             // and a lost connection to the runtime says nothing about it.
-            let observed = deadline(self.settings.call_deadline, "observe", runtime.observe()).await;
+            let observed =
+                deadline(self.settings.call_deadline, "observe", runtime.observe()).await;
             let (exit, reason) = match observed {
                 Ok(Observed::Running | Observed::Paused | Observed::Transitional(_)) => {
                     drop(op);
@@ -128,7 +145,10 @@ impl Core {
     /// says to restart: after how long.
     fn restart_due(&self, m: &Machine, exit: Exit, ran: Duration) -> Option<Duration> {
         let (kind, policy) = m.with_record(|r| (r.spec.runtime_type(), r.spec.restart));
-        let native = self.drivers.get(&kind).is_some_and(|d| d.restarts_natively());
+        let native = self
+            .drivers
+            .get(&kind)
+            .is_some_and(|d| d.restarts_natively());
         if native || !policy.restarts(exit == Exit::Code(0)) {
             return None;
         }
@@ -166,7 +186,7 @@ impl Core {
                 return;
             }
             lock(&m.restart_pending).take();
-            let res = core.start_locked(&m, &op, StartFrom::Spec).await;
+            let res = core.start_locked(&m, &op, StartFrom::Policy).await;
             drop(op);
             if let Err(e) = core.outcome(&m, res).await {
                 tracing::warn!(machine = %m.name(), "restart by policy failed: {}", e.report());

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::operation::{deadline, OpGuard};
+use super::run::RunLog;
 use super::{Core, Machine};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, Status};
@@ -14,6 +15,8 @@ use crate::runtime::Runtime;
 pub(super) enum StartFrom {
     /// A fresh workload made from the spec.
     Spec,
+    /// The same, by the restart policy: the log goes on.
+    Policy,
     /// A VM snapshot in a directory.
     Snapshot(PathBuf),
 }
@@ -27,12 +30,14 @@ impl Core {
     ) -> Result<()> {
         let rec = m.snapshot();
         let verb = match from {
-            StartFrom::Spec => "start",
+            StartFrom::Spec | StartFrom::Policy => "start",
             StartFrom::Snapshot(_) => "restore",
         };
         match rec.status {
             s if s.can_start() => {}
-            s @ (Status::Running | Status::Paused) => return Err(Error::AlreadyInState(s.as_str())),
+            s @ (Status::Running | Status::Paused) => {
+                return Err(Error::AlreadyInState(s.as_str()))
+            }
             s => {
                 return Err(Error::InvalidState {
                     action: verb,
@@ -40,7 +45,7 @@ impl Core {
                 })
             }
         }
-        if let StartFrom::Spec = from {
+        if let StartFrom::Spec | StartFrom::Policy = from {
             rec.spec.check_complete()?;
             if let Some(vm) = rec.spec.vm_spec() {
                 vm.check_host_files()?;
@@ -51,7 +56,7 @@ impl Core {
         self.commit(m, |r| r.status = Status::Starting).await?;
         let attempt = async {
             match &from {
-                StartFrom::Spec => runtime.start().await,
+                StartFrom::Spec | StartFrom::Policy => runtime.start().await,
                 StartFrom::Snapshot(dir) => runtime.restore(dir).await,
             }
         };
@@ -88,7 +93,11 @@ impl Core {
                 return Err(err);
             }
         }
-        self.begin_run(m, runtime, previous).await
+        let log = match from {
+            StartFrom::Policy => RunLog::Append,
+            _ => RunLog::Fresh,
+        };
+        self.begin_run(m, runtime, previous, log).await
     }
 
     /// Records a workload that now runs as the machine's current run and
@@ -98,6 +107,7 @@ impl Core {
         m: &Arc<Machine>,
         runtime: Arc<dyn Runtime>,
         previous: Status,
+        log: RunLog,
     ) -> Result<()> {
         let generation = m.next_generation();
         m.set_live(Some(runtime.clone()));
@@ -116,7 +126,7 @@ impl Core {
             self.force(m, |r| r.status = previous).await;
             return Err(e.context("record the start"));
         }
-        self.follow_run(m, runtime, generation, false);
+        self.follow_run(m, runtime, generation, log);
         Ok(())
     }
 }

@@ -127,7 +127,10 @@ async fn lifecycle_runs_through_every_status() {
     r.core.delete(&m).await.unwrap();
     assert!(r.core.get("vm").is_err());
     assert_eq!(r.engine_state(&m), None, "engine state left behind");
-    assert!(!r.dir.path().join("run").join(m.id()).exists(), "runtime dir left behind");
+    assert!(
+        !r.dir.path().join("run").join(m.id()).exists(),
+        "runtime dir left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,8 +160,10 @@ async fn a_cancelled_start_leaves_the_previous_run_alone() {
     let m = r.machine("vm").await;
     r.core.act(&m, Action::Start).await.unwrap();
     r.core.act(&m, Action::Stop).await.unwrap();
-    let mut k = Knobs::default();
-    k.finish_start_after_ms = Some(60_000);
+    let mut k = Knobs {
+        finish_start_after_ms: Some(60_000),
+        ..Default::default()
+    };
     k.ops.insert(
         "start".into(),
         OpKnob {
@@ -215,10 +220,11 @@ async fn a_busy_machine_answers_ebusy_naming_the_operation() {
 async fn wait_sees_a_status_the_machine_only_passed_through() {
     let r = rig();
     let m = r.machine("vm").await;
-    let mut k = Knobs::default();
-    k.exit_after_ms = Some(0);
-    k.exit_code = 0;
-    r.knobs(k);
+    r.knobs(Knobs {
+        exit_after_ms: Some(0),
+        exit_code: 0,
+        ..Default::default()
+    });
     let (core, waiting) = (r.core.clone(), m.clone());
     let wait = tokio::spawn(async move {
         core.act(
@@ -234,23 +240,31 @@ async fn wait_sees_a_status_the_machine_only_passed_through() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     r.core.act(&m, Action::Start).await.unwrap();
     eventually("exited", || m.status() == Status::Stopped).await;
-    wait.await.unwrap().expect("wait running must see the brief running");
+    wait.await
+        .unwrap()
+        .expect("wait running must see the brief running");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
     let r = rig();
     let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
-    let mut k = Knobs::default();
-    k.exit_after_ms = Some(50);
-    k.exit_code = 3;
-    r.knobs(k);
+    r.knobs(Knobs {
+        exit_after_ms: Some(50),
+        exit_code: 3,
+        ..Default::default()
+    });
     r.core.act(&m, Action::Start).await.unwrap();
     eventually("restarted twice", || {
         r.fake.state(&m.id()).is_some_and(|s| s.starts >= 3)
     })
     .await;
-    assert!(m.log().tail(None).unwrap().windows(10).any(|w| w == b"restarting"));
+    assert!(m
+        .log()
+        .tail(None)
+        .unwrap()
+        .windows(10)
+        .any(|w| w == b"restarting"));
     // Stop it for good: wait for a moment it is down with a restart pending, or running.
     r.knobs(Knobs::default());
     eventually("running again", || m.status() == Status::Running).await;
@@ -258,16 +272,21 @@ async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
     let starts = r.fake.state(&m.id()).unwrap().starts;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(m.status(), Status::Stopped);
-    assert_eq!(r.fake.state(&m.id()).unwrap().starts, starts, "restarted after stop");
+    assert_eq!(
+        r.fake.state(&m.id()).unwrap().starts,
+        starts,
+        "restarted after stop"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_failure_does_not_restart_a_clean_exit() {
     let r = rig();
     let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
-    let mut k = Knobs::default();
-    k.exit_after_ms = Some(20);
-    r.knobs(k);
+    r.knobs(Knobs {
+        exit_after_ms: Some(20),
+        ..Default::default()
+    });
     r.core.act(&m, Action::Start).await.unwrap();
     eventually("stopped", || m.status() == Status::Stopped).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -283,8 +302,16 @@ async fn a_failing_store_changes_nothing() {
     let err = r.core.act(&m, Action::Start).await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
     assert_eq!(m.status(), Status::Pending);
-    assert_eq!(r.engine_state(&m), None, "a start the store refused ran anyway");
-    let err = r.core.create(b"other", Default::default()).await.unwrap_err();
+    assert_eq!(
+        r.engine_state(&m),
+        None,
+        "a start the store refused ran anyway"
+    );
+    let err = r
+        .core
+        .create(b"other", Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
     assert!(r.core.get("other").is_err());
     // The name is free again once the failure passed.
@@ -341,8 +368,7 @@ async fn unsupported_verbs_are_refused_and_recorded() {
     };
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     let state = r.dir.path().join("s2");
-    let core =
-        Core::open_with(&state, store, vec![Arc::new(docker_only)], settings()).unwrap();
+    let core = Core::open_with(&state, store, vec![Arc::new(docker_only)], settings()).unwrap();
     let m = core.create(b"web", Default::default()).await.unwrap();
     let err = core
         .act(
@@ -355,7 +381,10 @@ async fn unsupported_verbs_are_refused_and_recorded() {
         .await
         .unwrap_err();
     assert_eq!(err.errno(), libc::EOPNOTSUPP);
-    assert!(m.snapshot().error.contains("docker does not support resize"));
+    assert!(m
+        .snapshot()
+        .error
+        .contains("docker does not support resize"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +420,11 @@ async fn vm_powers_reach_the_runtime_and_need_a_running_vm() {
         .act(&m, Action::RemoveDevice { id: "data".into() })
         .await
         .unwrap_err();
-    assert!(err.report().to_string().starts_with("remove-device: "), "{}", err.report());
+    assert!(
+        err.report().to_string().starts_with("remove-device: "),
+        "{}",
+        err.report()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +440,11 @@ async fn missing_kernel_fails_start_naming_the_field() {
         .unwrap();
     let err = r.core.act(&m, Action::Start).await.unwrap_err();
     assert_eq!(err.errno(), libc::ENOENT);
-    assert!(m.snapshot().error.starts_with("kernel_image_path"), "{}", m.snapshot().error);
+    assert!(
+        m.snapshot().error.starts_with("kernel_image_path"),
+        "{}",
+        m.snapshot().error
+    );
     assert_eq!(m.status(), Status::Pending);
 }
 
@@ -437,7 +474,11 @@ async fn reconcile_readopts_running_and_records_deaths() {
     assert_eq!(r.fake.state(&a_id).unwrap().starts, 1, "started twice");
     let b2 = core.get("b").unwrap();
     assert_eq!(b2.status(), Status::Failed);
-    assert!(b2.snapshot().error.contains("disappeared"), "{}", b2.snapshot().error);
+    assert!(
+        b2.snapshot().error.contains("disappeared"),
+        "{}",
+        b2.snapshot().error
+    );
     // The re-adopted run is followed: a stop works.
     core.act(&a2, Action::Stop).await.unwrap();
 }
@@ -446,9 +487,10 @@ async fn reconcile_readopts_running_and_records_deaths() {
 async fn reconcile_waits_for_a_start_the_engine_finishes_after_the_daemon_died() {
     let r = rig();
     let m = r.machine("vm").await;
-    let mut k = Knobs::default();
-    k.finish_start_after_ms = Some(400);
-    r.knobs(k);
+    r.knobs(Knobs {
+        finish_start_after_ms: Some(400),
+        ..Default::default()
+    });
     // The daemon "dies" with the machine starting and the engine mid-start.
     r.core
         .commit(&m, |rec| rec.status = Status::Starting)
@@ -457,7 +499,10 @@ async fn reconcile_waits_for_a_start_the_engine_finishes_after_the_daemon_died()
     let rt = r.core.new_runtime(&m, &m.snapshot()).unwrap();
     rt.start().await.unwrap();
     let core = restart(&r).await;
-    assert!(!core.reconcile(false).await, "a created workload is not yet known");
+    assert!(
+        !core.reconcile(false).await,
+        "a created workload is not yet known"
+    );
     assert_eq!(core.get("vm").unwrap().status(), Status::Starting);
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert!(core.reconcile(false).await);
@@ -477,22 +522,36 @@ async fn reconcile_finishes_a_stop_it_finds_interrupted() {
     core.reconcile(false).await;
     let m2 = core.get("vm").unwrap();
     assert_eq!(m2.status(), Status::Stopped);
-    assert!(m2.snapshot().error.contains("stop was completed"), "{}", m2.snapshot().error);
-    assert_eq!(r.engine_state(&m2).as_deref(), Some("exited"), "still running");
+    assert!(
+        m2.snapshot().error.contains("stop was completed"),
+        "{}",
+        m2.snapshot().error
+    );
+    assert_eq!(
+        r.engine_state(&m2).as_deref(),
+        Some("exited"),
+        "still running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_gives_up_on_a_workload_that_never_settles_and_kills_it() {
     let r = rig();
     let m = r.machine("vm").await;
-    let mut k = Knobs::default();
-    k.finish_start_after_ms = Some(600_000);
-    r.knobs(k);
+    r.knobs(Knobs {
+        finish_start_after_ms: Some(600_000),
+        ..Default::default()
+    });
     r.core
         .commit(&m, |rec| rec.status = Status::Running)
         .await
         .unwrap();
-    r.core.new_runtime(&m, &m.snapshot()).unwrap().start().await.unwrap();
+    r.core
+        .new_runtime(&m, &m.snapshot())
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     let core = restart(&r).await;
     assert!(!core.reconcile(false).await);
     tokio::time::sleep(settings().transitional_patience).await;

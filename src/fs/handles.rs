@@ -36,7 +36,8 @@ impl OpenFile {
 
     /// `pending` holds nothing that still needs applying.
     pub fn nothing_pending(&self) -> bool {
-        self.pending.is_empty() || (self.applied && self.pending.iter().all(u8::is_ascii_whitespace))
+        self.pending.is_empty()
+            || (self.applied && self.pending.iter().all(u8::is_ascii_whitespace))
     }
 }
 

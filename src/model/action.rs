@@ -300,10 +300,7 @@ mod tests {
                 timeout: Duration::from_secs(5)
             }
         );
-        assert_eq!(
-            Action::parse_ctl(b"wait agent").unwrap().verb(),
-            Verb::Wait
-        );
+        assert_eq!(Action::parse_ctl(b"wait agent").unwrap().verb(), Verb::Wait);
         assert_eq!(
             Action::parse_ctl(b"resize vcpus=2 mem=1024").unwrap(),
             Action::Resize {

@@ -56,7 +56,9 @@ impl ExecRequest {
             ));
         }
         for (what, v) in [("working_dir", &self.working_dir), ("user", &self.user)] {
-            if v.as_deref().is_some_and(|s| s.is_empty() || s.contains('\0')) {
+            if v.as_deref()
+                .is_some_and(|s| s.is_empty() || s.contains('\0'))
+            {
                 return Err(Error::InvalidCommand(format!(
                     "exec {what} must be non-empty, without NUL"
                 )));

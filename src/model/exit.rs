@@ -89,7 +89,12 @@ mod tests {
 
     #[test]
     fn parts_round_trip_and_old_rows_read_as_codes() {
-        for e in [Exit::Code(0), Exit::Code(-1), Exit::Signal(9), Exit::Unknown] {
+        for e in [
+            Exit::Code(0),
+            Exit::Code(-1),
+            Exit::Signal(9),
+            Exit::Unknown,
+        ] {
             let (k, n) = e.to_parts();
             assert_eq!(Exit::from_parts(Some(k), n), Some(e));
         }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Driver, Health, MachineRef, Observed, Runtime, RuntimeInfo, Sink};
 use crate::error::{Error, Result};
-use crate::model::{now_ms, Exit, ExecOutput, ExecRequest, MachineSpec, RuntimeKind, Verb};
+use crate::model::{now_ms, ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, Verb};
 
 const POLL: Duration = Duration::from_millis(10);
 
@@ -258,7 +258,10 @@ impl FakeRuntime {
 
     fn existing(&self) -> Result<EngineState> {
         self.load().ok_or_else(|| {
-            Error::Runtime(format!("fake engine has no workload for {}", self.machine.id))
+            Error::Runtime(format!(
+                "fake engine has no workload for {}",
+                self.machine.id
+            ))
         })
     }
 
@@ -313,8 +316,9 @@ impl Runtime for FakeRuntime {
         }
         match s.before_start {
             Some(prev) => self.save(&prev),
-            None => std::fs::remove_file(self.path())
-                .map_err(|e| Error::io("remove fake state", e)),
+            None => {
+                std::fs::remove_file(self.path()).map_err(|e| Error::io("remove fake state", e))
+            }
         }
     }
 
@@ -337,7 +341,10 @@ impl Runtime for FakeRuntime {
         self.knob("pause").await?;
         let mut s = self.existing()?;
         if s.state != "running" {
-            return Err(Error::Runtime(format!("fake: cannot pause a {} workload", s.state)));
+            return Err(Error::Runtime(format!(
+                "fake: cannot pause a {} workload",
+                s.state
+            )));
         }
         s.state = "paused".into();
         self.save(&s)
@@ -347,7 +354,10 @@ impl Runtime for FakeRuntime {
         self.knob("resume").await?;
         let mut s = self.existing()?;
         if s.state != "paused" {
-            return Err(Error::Runtime(format!("fake: cannot resume a {} workload", s.state)));
+            return Err(Error::Runtime(format!(
+                "fake: cannot resume a {} workload",
+                s.state
+            )));
         }
         s.state = "running".into();
         self.save(&s)
@@ -407,7 +417,13 @@ impl Runtime for FakeRuntime {
         req.validate()?;
         self.knob("exec").await?;
         let mut out = ExecOutput::default();
-        match req.cmd.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match req
+            .cmd
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["exit", n] => out.exit_code = n.parse().unwrap_or(1),
             ["sleep", secs] => {
                 let d = Duration::from_secs_f64(secs.parse().unwrap_or(0.0));
@@ -419,7 +435,10 @@ impl Runtime for FakeRuntime {
                 }
             }
             ["echo", rest @ ..] => out.push(false, format!("{}\n", rest.join(" ")).as_bytes()),
-            _ => out.push(false, format!("fake exec: {}\n", req.cmd.join(" ")).as_bytes()),
+            _ => out.push(
+                false,
+                format!("fake exec: {}\n", req.cmd.join(" ")).as_bytes(),
+            ),
         }
         Ok(out)
     }

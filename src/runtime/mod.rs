@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Exit, ExecOutput, ExecRequest, MachineSpec, RuntimeKind, Verb};
+use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, Verb};
 
 /// What the runtime says about a machine's workload right now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 //! mount in a temp dir, driven by `sh -c` scripts, against the real Docker engine.
 #![allow(dead_code)]
 
-pub mod registry;
 pub mod fake_vmm;
 pub mod kernel;
+pub mod registry;
 pub mod vmm;
 
 use std::path::{Path, PathBuf};

@@ -9,7 +9,10 @@ fn minimal_docker_spec_takes_defaults() {
     let s = parse(r#"{"runtime_type":"docker","image":"busybox"}"#).unwrap();
     assert_eq!(s.vcpu_count, 1);
     assert_eq!(s.mem_size_mib, 512);
-    assert_eq!(s.container_spec().unwrap().image.as_deref(), Some("busybox"));
+    assert_eq!(
+        s.container_spec().unwrap().image.as_deref(),
+        Some("busybox")
+    );
     s.check_complete().unwrap();
     assert_eq!(parse("{}").unwrap(), MachineSpec::default());
 }
@@ -41,12 +44,24 @@ fn config_shows_only_the_fields_of_its_kind() {
 #[test]
 fn fields_of_the_other_kind_are_refused_and_named() {
     for (text, field) in [
-        (r#"{"image":"x","kernel_image_path":"/k"}"#, "kernel_image_path"),
+        (
+            r#"{"image":"x","kernel_image_path":"/k"}"#,
+            "kernel_image_path",
+        ),
         (r#"{"image":"x","disks":[{"path":"/d"}]}"#, "disks"),
         (r#"{"runtime_type":"firecracker","image":"x"}"#, "image"),
-        (r#"{"runtime_type":"firecracker","ports":[{"host_port":1,"container_port":1}]}"#, "ports"),
-        (r#"{"runtime_type":"firecracker","max_vcpus":2}"#, "max_vcpus"),
-        (r#"{"runtime_type":"cloud-hypervisor","privileged":true}"#, "privileged"),
+        (
+            r#"{"runtime_type":"firecracker","ports":[{"host_port":1,"container_port":1}]}"#,
+            "ports",
+        ),
+        (
+            r#"{"runtime_type":"firecracker","max_vcpus":2}"#,
+            "max_vcpus",
+        ),
+        (
+            r#"{"runtime_type":"cloud-hypervisor","privileged":true}"#,
+            "privileged",
+        ),
     ] {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(field), "{text}: {err}");

@@ -77,7 +77,6 @@ impl Default for VmSpec {
 }
 
 impl VmSpec {
-
     /// Each extra disk's device id.
     pub fn disk_ids(&self) -> Vec<String> {
         self.disks
@@ -109,14 +108,18 @@ impl VmSpec {
             check::path(&format!("disks[{i}].path"), &d.path)?;
             check::ident(&format!("disks[{i}].id"), &id, 32)?;
             if !ids.insert(id.clone()) {
-                return bad(format!("disks[{i}].id: {id:?} is used twice (or is reserved)"));
+                return bad(format!(
+                    "disks[{i}].id: {id:?} is used twice (or is reserved)"
+                ));
             }
         }
         if let Some(net) = &self.network {
             // IFNAMSIZ is 16 with the NUL.
             check::ident("network.tap_device", &net.tap_device, 15)?;
-            for (field, ip) in [("network.tap_ip", &net.tap_ip), ("network.guest_ip", &net.guest_ip)]
-            {
+            for (field, ip) in [
+                ("network.tap_ip", &net.tap_ip),
+                ("network.guest_ip", &net.guest_ip),
+            ] {
                 if let Some(ip) = ip.as_deref().filter(|s| !s.is_empty()) {
                     if ip.parse::<Ipv4Addr>().is_err() {
                         return bad(format!("{field}: {ip:?} is not an IPv4 address"));
@@ -196,7 +199,9 @@ impl VmSpec {
         }
         if let Some(b) = &self.vmm_binary {
             regular("vmm_binary", b, false)?;
-            let mode = std::fs::metadata(b).map(|m| m.permissions().mode()).unwrap_or(0);
+            let mode = std::fs::metadata(b)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0);
             if mode & 0o111 == 0 {
                 return Err(missing(
                     "vmm_binary",

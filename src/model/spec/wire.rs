@@ -241,10 +241,7 @@ struct VmOut<'a> {
     agent_port: u32,
 }
 
-pub(super) fn serialize<S: serde::Serializer>(
-    spec: &MachineSpec,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+pub(super) fn serialize<S: serde::Serializer>(spec: &MachineSpec, s: S) -> Result<S::Ok, S::Error> {
     let kind = spec.runtime_type();
     match &spec.workload {
         Workload::Container(c) => ContainerOut {

@@ -23,7 +23,7 @@ use super::{
     PREV_SUFFIX, SDK_INSTANCE, STOP_GRACE,
 };
 use crate::error::{Error, Result, ResultExt};
-use crate::model::{Exit, ExecOutput, ExecRequest, MachineSpec, RuntimeKind};
+use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind};
 use crate::runtime::{null_sink, MachineRef, Observed, Runtime, RuntimeInfo, Sink};
 
 /// Extra time a stop request gets beyond its grace period.
@@ -253,7 +253,9 @@ async fn remove_container(docker: &Docker, name_or_id: &str) -> Result<()> {
     match docker.remove_container(name_or_id, Some(options)).await {
         Ok(()) => Ok(()),
         Err(e) if status_of(&e) == Some(404) => Ok(()),
-        Err(e) => Err(docker_error(e, None)).with_context(|| format!("remove container {name_or_id}")),
+        Err(e) => {
+            Err(docker_error(e, None)).with_context(|| format!("remove container {name_or_id}"))
+        }
     }
 }
 
@@ -383,7 +385,9 @@ impl Runtime for Container {
         let docker = self.docker().await?;
         if let Some(next) = inspect_named(&docker, &self.next_name()).await? {
             if is_running(&next) {
-                self.swap_in(&docker).await.context("finish an interrupted start")?;
+                self.swap_in(&docker)
+                    .await
+                    .context("finish an interrupted start")?;
             } else {
                 remove_container(&docker, &self.next_name()).await?;
             }
