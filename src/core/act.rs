@@ -29,6 +29,7 @@ impl Core {
         if let Action::Wait { target, timeout } = action {
             // Changes nothing, so nothing to protect: an abandoned wait ends
             // with its caller.
+            tracing::debug!(machine = %m.name(), ?target, "waiting");
             let res = self.wait_for(m, target, timeout).await;
             return self.outcome(m, res).await;
         }

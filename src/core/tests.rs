@@ -497,7 +497,10 @@ async fn reconcile_waits_for_a_start_the_engine_finishes_after_the_daemon_died()
         .await
         .unwrap();
     let rt = r.core.new_runtime(&m, &m.snapshot()).unwrap();
-    rt.start().await.unwrap();
+    // The daemon dies while the engine is still starting it.
+    assert!(tokio::time::timeout(Duration::from_millis(50), rt.start())
+        .await
+        .is_err());
     let core = restart(&r).await;
     assert!(
         !core.reconcile(false).await,
@@ -546,12 +549,11 @@ async fn reconcile_gives_up_on_a_workload_that_never_settles_and_kills_it() {
         .commit(&m, |rec| rec.status = Status::Running)
         .await
         .unwrap();
-    r.core
-        .new_runtime(&m, &m.snapshot())
-        .unwrap()
-        .start()
+    let rt = r.core.new_runtime(&m, &m.snapshot()).unwrap();
+    // The daemon dies while the engine is still starting it.
+    assert!(tokio::time::timeout(Duration::from_millis(50), rt.start())
         .await
-        .unwrap();
+        .is_err());
     let core = restart(&r).await;
     assert!(!core.reconcile(false).await);
     tokio::time::sleep(settings().transitional_patience).await;

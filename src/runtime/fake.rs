@@ -43,12 +43,14 @@ pub struct OpKnob {
 #[serde(default, deny_unknown_fields)]
 pub struct Knobs {
     /// Keyed by operation: start, stop, kill, pause, resume, remove,
-    /// observe, exec, wait, info, resize, snapshot, restore.
+    /// observe, exec, wait, info, resize, snapshot, restore; or by
+    /// `<operation>:<machine name>` for one machine only.
     pub ops: BTreeMap<String, OpKnob>,
     /// The engine answers nothing at all.
     pub down: bool,
-    /// A started workload is `created` for this long before it runs; the
-    /// start call returns at once (the engine finishes on its own).
+    /// A started workload is `created` for this long before it runs. The
+    /// start call waits for it, like a real engine's; if the caller goes
+    /// away meanwhile (the daemon died), the engine finishes on its own.
     pub finish_start_after_ms: Option<u64>,
     /// A started workload exits by itself this long after starting...
     pub exit_after_ms: Option<u64>,
@@ -243,7 +245,12 @@ impl FakeRuntime {
                     reason: "the fake engine is down".into(),
                 });
             }
-            let k = knobs.ops.get(op).cloned().unwrap_or_default();
+            let k = knobs
+                .ops
+                .get(&format!("{op}:{}", self.machine.name))
+                .or_else(|| knobs.ops.get(op))
+                .cloned()
+                .unwrap_or_default();
             if k.hang {
                 tokio::time::sleep(POLL).await;
                 continue;
@@ -306,7 +313,11 @@ impl Runtime for FakeRuntime {
         }
         let runs_at = s.runs_at_ms.unwrap_or(now);
         s.exits_at_ms = knobs.exit_after_ms.map(|ms| runs_at + ms as i64);
-        self.save(&s)
+        self.save(&s)?;
+        while self.load().is_some_and(|s| s.state == "created") {
+            tokio::time::sleep(POLL).await;
+        }
+        Ok(())
     }
 
     async fn abandon_start(&self) -> Result<()> {
