@@ -18,7 +18,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 use bollard::Docker;
 use futures_util::FutureExt;
 use hyperfleet::model::spec::{ContainerSpec, PortMapping};
-use hyperfleet::model::{Exit, ExecRequest, MachineSpec, Workload};
+use hyperfleet::model::{ExecRequest, Exit, MachineSpec, Workload};
 use hyperfleet::runtime::docker::{
     Container, DockerConnection, DockerDriver, LABEL_INSTANCE, LABEL_MACHINE_ID,
 };
@@ -294,10 +294,9 @@ async fn stop_then_observe_exited() {
         let pid = c.pid().await.unwrap();
         assert!(pid.is_some_and(|p| p > 1), "{pid:?}");
 
-        let began = Instant::now();
         c.stop().await.expect("stop");
-        // The workload honours SIGTERM, so no grace period was used up.
-        assert!(began.elapsed() < Duration::from_secs(8));
+        // The workload honours SIGTERM, so no grace period was used up: it
+        // left by its own `exit 0`, not by the SIGKILL (137) after the grace.
         match c.observe().await.unwrap() {
             Observed::Exited { exit, reason } => {
                 assert_eq!(exit, Exit::Code(0));
@@ -331,7 +330,10 @@ async fn kill_reports_sigkill() {
         assert_eq!(c.wait().await.unwrap(), Exit::Code(137));
         assert!(matches!(
             c.observe().await.unwrap(),
-            Observed::Exited { exit: Exit::Code(137), .. }
+            Observed::Exited {
+                exit: Exit::Code(137),
+                ..
+            }
         ));
     })
     .await;
@@ -375,7 +377,10 @@ async fn pull_failure(fx: &Fixture, registry: &common::registry::Registry) -> Er
     let c = fx.container(&s);
     let err = c.start().await.unwrap_err();
     assert!(fx.containers_named(c.name()).await.is_empty());
-    assert!(fx.containers_named(&format!("{}-next", c.name())).await.is_empty());
+    assert!(fx
+        .containers_named(&format!("{}-next", c.name()))
+        .await
+        .is_empty());
     let progress = fx.progress.0.lock().unwrap().clone();
     assert!(
         progress.iter().any(|l| l.contains("pulling")),
@@ -386,11 +391,15 @@ async fn pull_failure(fx: &Fixture, registry: &common::registry::Registry) -> Er
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_failures_say_what_went_wrong() {
-    use common::registry::{Registry, Behaviour};
+    use common::registry::{Behaviour, Registry};
     with_fixture("pull", |fx| async move {
         let missing = Registry::start(Behaviour::NotFound);
         let err = pull_failure(&fx, &missing).await;
-        assert!(matches!(err.root(), Error::ImageNotFound { .. }), "{}", err.report());
+        assert!(
+            matches!(err.root(), Error::ImageNotFound { .. }),
+            "{}",
+            err.report()
+        );
         assert_eq!(err.errno(), libc::ENOENT);
 
         let locked = Registry::start(Behaviour::Unauthorized);
@@ -435,7 +444,10 @@ async fn docker_down_is_runtime_unavailable_quickly() {
         let began = Instant::now();
         let driver = DockerDriver::with_host(&host);
         match driver.health().await {
-            Health::Unavailable { reason } => assert!(!reason.is_empty()),
+            Health::Unavailable { reason } => {
+                assert!(!reason.is_empty());
+                assert!(!reason.contains("did not answer"), "{host}: {reason}");
+            }
             other => panic!("{host}: expected Unavailable, got {other:?}"),
         }
         let machine = MachineRef {
@@ -455,7 +467,11 @@ async fn docker_down_is_runtime_unavailable_quickly() {
             driver.owned_machine_ids("x").await.unwrap_err(),
         ] {
             match err {
-                Error::RuntimeUnavailable { runtime, .. } => assert_eq!(runtime, "docker"),
+                Error::RuntimeUnavailable { runtime, reason } => {
+                    assert_eq!(runtime, "docker");
+                    // Refused at once, not given up on after a timeout.
+                    assert!(!reason.contains("did not answer"), "{host}: {reason}");
+                }
                 other => panic!("{host}: expected RuntimeUnavailable, got {other:?}"),
             }
         }
@@ -514,7 +530,9 @@ async fn resource_limits_and_labels_follow_the_spec() {
         let mut s = spec(idle_cmd());
         s.vcpu_count = 1;
         s.mem_size_mib = 96;
-        container_of(&mut s).env.insert("MODE".into(), "test".into());
+        container_of(&mut s)
+            .env
+            .insert("MODE".into(), "test".into());
         container_of(&mut s).working_dir = Some("/tmp".into());
         let c = fx.container(&s);
         c.start().await.expect("start");
@@ -587,7 +605,10 @@ async fn logs_and_wait() {
         assert_eq!(c.logs_text(Some(1)).await.unwrap(), "three\n");
         assert!(matches!(
             c.observe().await.unwrap(),
-            Observed::Exited { exit: Exit::Code(7), .. }
+            Observed::Exited {
+                exit: Exit::Code(7),
+                ..
+            }
         ));
     })
     .await;

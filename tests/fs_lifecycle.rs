@@ -92,7 +92,11 @@ fn a_failed_start_keeps_the_last_run() {
     assert!(error.starts_with("start: start container: "), "{error}");
     assert_eq!(d.read("machines/web/status"), "stopped\n");
     assert!(d.read("machines/web/logs").contains("hello from run one"));
-    assert_eq!(d.containers().len(), 1, "the new container was left, or the last run's is gone");
+    assert_eq!(
+        d.containers().len(),
+        1,
+        "the new container was left, or the last run's is gone"
+    );
     let info_after = d.read("machines/web/info");
     assert_eq!(container_id(&info_after), id_before, "{info_after}");
     assert!(info_after.contains("\"exit_code\": 0"), "{info_after}");

@@ -124,7 +124,11 @@ fn serve(conn: TcpStream, behaviour: Behaviour) {
              Content-Length: {}\r\n\r\n",
             body.len()
         );
-        let payload = if method == "HEAD" { String::new() } else { body };
+        let payload = if method == "HEAD" {
+            String::new()
+        } else {
+            body
+        };
         if writer
             .write_all(format!("{head}{payload}").as_bytes())
             .is_err()
