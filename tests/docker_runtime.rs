@@ -294,10 +294,9 @@ async fn stop_then_observe_exited() {
         let pid = c.pid().await.unwrap();
         assert!(pid.is_some_and(|p| p > 1), "{pid:?}");
 
-        let began = Instant::now();
         c.stop().await.expect("stop");
-        // The workload honours SIGTERM, so no grace period was used up.
-        assert!(began.elapsed() < Duration::from_secs(8));
+        // The workload honours SIGTERM, so no grace period was used up: it
+        // left by its own `exit 0`, not by the SIGKILL (137) after the grace.
         match c.observe().await.unwrap() {
             Observed::Exited { exit, reason } => {
                 assert_eq!(exit, Exit::Code(0));
@@ -445,7 +444,10 @@ async fn docker_down_is_runtime_unavailable_quickly() {
         let began = Instant::now();
         let driver = DockerDriver::with_host(&host);
         match driver.health().await {
-            Health::Unavailable { reason } => assert!(!reason.is_empty()),
+            Health::Unavailable { reason } => {
+                assert!(!reason.is_empty());
+                assert!(!reason.contains("did not answer"), "{host}: {reason}");
+            }
             other => panic!("{host}: expected Unavailable, got {other:?}"),
         }
         let machine = MachineRef {
@@ -465,7 +467,11 @@ async fn docker_down_is_runtime_unavailable_quickly() {
             driver.owned_machine_ids("x").await.unwrap_err(),
         ] {
             match err {
-                Error::RuntimeUnavailable { runtime, .. } => assert_eq!(runtime, "docker"),
+                Error::RuntimeUnavailable { runtime, reason } => {
+                    assert_eq!(runtime, "docker");
+                    // Refused at once, not given up on after a timeout.
+                    assert!(!reason.contains("did not answer"), "{host}: {reason}");
+                }
                 other => panic!("{host}: expected RuntimeUnavailable, got {other:?}"),
             }
         }

@@ -356,8 +356,8 @@ fn docker_down_is_unavailable_and_start_is_econnrefused() {
     );
     assert_eq!(d.read("machines/web/status"), "pending\n");
     assert!(d.containers().is_empty());
-    // Once the health probe has run, it names the cause too.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Once the health probe has run (every 5 s), it names the cause too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let health = d.read("runtimes/docker/status");
         assert!(health.starts_with("unavailable"), "{health}");

@@ -47,18 +47,19 @@ fn lines(s: &str) -> Vec<String> {
 }
 
 /// A script fragment that starts `n` copies of `job` (which sees its number
-/// in `$i`) held at a barrier, releases them together, and prints one line per
-/// job: `OK` or `FAIL <stderr>`.
+/// in `$i`) held at a barrier, releases them together once every one has
+/// reached it, and prints one line per job: `OK` or `FAIL <stderr>`.
 fn race(n: usize, job: &str) -> String {
     format!(
         r#"T=$(mktemp -d)
 for i in $(seq 1 {n}); do
   (
+    touch "$T/ready.$i"
     until [ -e "$T/go" ]; do sleep 0.01; done
     if {job} 2>"$T/err.$i"; then echo OK; else echo "FAIL $(cat "$T/err.$i")"; fi
   ) &
 done
-sleep 0.3
+until [ "$(ls "$T" | grep -c '^ready\.')" -eq {n} ]; do sleep 0.01; done
 touch "$T/go"
 wait
 rm -rf "$T""#

@@ -544,3 +544,42 @@ fn a_detaching_restart_right_after_kill9_returns_once_it_serves() {
     let pid = std::fs::read_to_string(d.state.join("hyperfleet.pid")).expect("pid file");
     assert_ne!(pid.trim(), old_pid.to_string());
 }
+
+#[test]
+fn a_container_removed_while_the_daemon_was_down_shows_failed_and_why() {
+    require_docker();
+    let mut d = Daemon::start();
+    d.machine("gone", SLEEP);
+    d.machine("kept", SLEEP);
+    d.ok("echo start > machines/gone/ctl && echo start > machines/kept/ctl");
+    let gone_ctr = container_of(&d, "gone");
+    let kept_ctr = container_of(&d, "kept");
+    let gone_id = id(&d, "gone");
+
+    d.kill9();
+    docker(&["rm", "-f", &gone_ctr]);
+    d.spawn();
+
+    assert_eq!(status(&d, "gone"), "failed");
+    let err = d.read("machines/gone/error");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.contains("disappeared") && err.contains("while hyperfleet was not running"),
+        "{err:?}"
+    );
+    assert_eq!(d.ok("ls by-status/failed"), "gone\n");
+    assert_eq!(id(&d, "gone"), gone_id);
+    // Nothing was started in its place, and the other machine is untouched.
+    assert!(containers_with_label(&format!("hyperfleet.machine-id={gone_id}")).is_empty());
+    assert_eq!(status(&d, "kept"), "running");
+    assert_eq!(all_containers(&d), BTreeSet::from([kept_ctr.clone()]));
+
+    // From failed it starts afresh, and the error clears.
+    d.ok("echo start > machines/gone/ctl");
+    assert_eq!(status(&d, "gone"), "running");
+    assert_eq!(d.read("machines/gone/error"), "");
+    assert_eq!(
+        d.ok("echo 'echo back' > machines/gone/exec && cat machines/gone/exec"),
+        "back\n"
+    );
+}

@@ -132,9 +132,15 @@ impl Daemon {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) and waits for the daemon to exit;
+    /// returns its exit status.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("daemon running");
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(c.id() as i32, signal) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = c.try_wait().expect("wait") {
@@ -142,7 +148,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!("daemon ignored SIGTERM; log:\n{}", self.log());
+                panic!("daemon ignored signal {signal}; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -218,6 +224,96 @@ impl Daemon {
             "mkdir machines/{name} && printf '%s' '{{\"image\":\"'\"$IMAGE\"'\",\"cmd\":{cmd_json}}}' > machines/{name}/config"
         ));
     }
+
+    /// Creates machine `name` with `config` (any JSON), written with `cat`
+    /// from a file, which spares the caller a layer of shell quoting.
+    pub fn machine_with_config(&self, name: &str, config: &serde_json::Value) {
+        let file = self._dir.path().join(format!("{name}.config.json"));
+        std::fs::write(&file, config.to_string()).expect("write config file");
+        self.ok(&format!(
+            "mkdir machines/{name} && cat '{}' > machines/{name}/config",
+            file.display()
+        ));
+    }
+
+    /// Polls the shell condition `cond` until it holds (true) or `secs` have
+    /// passed (false). For conditions that come true by themselves (a
+    /// workload wrote something): no fixed sleep to guess.
+    pub fn poll(&self, cond: &str, secs: u32) -> bool {
+        self.sh(&format!(
+            "end=$(( $(date +%s) + {secs} ))
+             until {cond}; do
+               [ $(date +%s) -lt $end ] || exit 99
+               sleep 0.05
+             done"
+        ))
+        .status
+        .success()
+    }
+
+    /// [`Daemon::poll`] that fails the test, saying `what`, when time is up.
+    pub fn until(&self, cond: &str, secs: u32, what: &str) {
+        assert!(
+            self.poll(cond, secs),
+            "{what}: not so within {secs}s (condition: {cond})\ndaemon log tail:\n{}",
+            tail(&self.log(), 30)
+        );
+    }
+
+    /// A machine's `info`, parsed.
+    pub fn info(&self, name: &str) -> serde_json::Value {
+        let text = self.read(&format!("machines/{name}/info"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("info of {name}: {e}: {text}"))
+    }
+}
+
+/// A host directory bind-mounted into a machine's container, where its
+/// workload leaves marks (a line per start, "got TERM") that the test reads
+/// from the host.
+pub struct Shared {
+    dir: tempfile::TempDir,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared {
+            dir: tempfile::Builder::new()
+                .prefix("hf-shared-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The volume entry of a config that mounts this dir at `/shared`.
+    pub fn volume(&self) -> serde_json::Value {
+        serde_json::json!({"host_path": self.path(), "container_path": "/shared"})
+    }
+
+    /// A file's content, empty if it does not exist (yet).
+    pub fn read(&self, file: &str) -> String {
+        std::fs::read_to_string(self.path().join(file)).unwrap_or_default()
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs the docker CLI; it must succeed. Returns trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Asserts that a failed script's `stderr` names the expected errno.
