@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::error::{Error, ProtocolError, Result};
 use super::protocol::{
-    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, StreamRequest,
-    DATA_CHUNK, PROTOCOL_VERSION,
+    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, StreamRequest, DATA_CHUNK,
+    PROTOCOL_VERSION,
 };
 use super::session;
 use super::wire::{by, unexpected, within, write_frame, FrameReader};

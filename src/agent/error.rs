@@ -23,7 +23,10 @@ pub enum Error {
     },
     /// The agent was reached but a step did not finish in time.
     #[error("timed out after {after:?} waiting for the agent ({during})")]
-    Timeout { during: &'static str, after: Duration },
+    Timeout {
+        during: &'static str,
+        after: Duration,
+    },
     /// The peer sent something the protocol does not allow.
     #[error("agent protocol error")]
     Protocol(#[source] ProtocolError),

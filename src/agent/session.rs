@@ -150,7 +150,10 @@ impl<S: AsyncRead + AsyncWrite> SessionInput<S> {
 
     async fn send(&mut self, frame: Frame, during: &'static str) -> Result<()> {
         let conn = &mut self.conn;
-        within(self.io_timeout, during, async { write_frame(conn, &frame).await }).await
+        within(self.io_timeout, during, async {
+            write_frame(conn, &frame).await
+        })
+        .await
     }
 }
 

@@ -21,6 +21,9 @@ use super::error::{ConnectCause, Error, Result};
 /// The longest line a VMM answers `CONNECT` with that we accept.
 const MAX_ANSWER: usize = 64;
 
+/// Time kept for the final attempt: enough for a local VMM to answer.
+const LAST_TRY: Duration = Duration::from_millis(20);
+
 /// Where to reach one guest's agent.
 #[derive(Debug, Clone)]
 pub struct HybridVsock {
@@ -99,11 +102,12 @@ impl HybridVsock {
                     last = cause;
                 }
             }
-            let now = Instant::now();
-            if now + backoff >= deadline {
+            // Sleep, but wake in time for one last attempt before the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left <= LAST_TRY {
                 break;
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(backoff.min(left - LAST_TRY)).await;
             backoff = (backoff * 2).min(Duration::from_millis(500));
         }
         Err(Error::NotAnswering {
@@ -128,7 +132,7 @@ async fn connect_once(
         stream
             .write_all(format!("CONNECT {port}\n").as_bytes())
             .await
-            .map_err(ConnectCause::Io)?;
+            .map_err(closed_or_io)?;
         let line = read_answer(&mut stream).await?;
         if line.starts_with("OK ") {
             Ok(stream)
@@ -148,7 +152,7 @@ async fn read_answer(stream: &mut UnixStream) -> Result<String, ConnectCause> {
     let mut line = Vec::new();
     loop {
         let mut byte = [0u8; 1];
-        let n = stream.read(&mut byte).await.map_err(ConnectCause::Io)?;
+        let n = stream.read(&mut byte).await.map_err(closed_or_io)?;
         if n == 0 {
             return Err(if line.is_empty() {
                 ConnectCause::Closed
@@ -166,5 +170,15 @@ async fn read_answer(stream: &mut UnixStream) -> Result<String, ConnectCause> {
                 String::from_utf8_lossy(&line)
             )));
         }
+    }
+}
+
+/// A VMM closing on us shows up as EOF, or as a reset or broken pipe when
+/// it closed before reading our `CONNECT`: all three are "closed".
+fn closed_or_io(e: std::io::Error) -> ConnectCause {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    match e.kind() {
+        ConnectionReset | BrokenPipe => ConnectCause::Closed,
+        _ => ConnectCause::Io(e),
     }
 }

@@ -276,3 +276,5 @@ impl Drop for Daemon {
         }
     }
 }
+
+pub mod vsock_relay;

@@ -12,7 +12,8 @@ use std::str::FromStr;
 
 use crate::agent::protocol::DEFAULT_AGENT_PORT;
 
-pub const USAGE: &str = "usage: hyperfleet-agent [--listen vsock:PORT | --listen unix:PATH | --port PORT]
+pub const USAGE: &str =
+    "usage: hyperfleet-agent [--listen vsock:PORT | --listen unix:PATH | --port PORT]
 
 Runs commands and copies files for the host, over vsock (default: port 52,
 or hyperfleet.agent_port=N on the kernel command line) or a Unix socket.
@@ -127,8 +128,14 @@ mod tests {
             parse(args(&["--port=99"]), k, false),
             Ok(Parsed::Run(ListenAddr::Vsock(99)))
         );
-        assert_eq!(parse(args(&[]), k, false), Ok(Parsed::Run(ListenAddr::Vsock(1234))));
-        assert_eq!(parse(args(&[]), "quiet", false), Ok(Parsed::Run(ListenAddr::Vsock(52))));
+        assert_eq!(
+            parse(args(&[]), k, false),
+            Ok(Parsed::Run(ListenAddr::Vsock(1234)))
+        );
+        assert_eq!(
+            parse(args(&[]), "quiet", false),
+            Ok(Parsed::Run(ListenAddr::Vsock(52)))
+        );
     }
 
     #[test]

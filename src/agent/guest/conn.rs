@@ -145,7 +145,12 @@ impl Conn {
         }
     }
 
-    fn wait(&self, events: libc::c_short, deadline: Instant, limit: Duration) -> Result<(), ConnError> {
+    fn wait(
+        &self,
+        events: libc::c_short,
+        deadline: Instant,
+        limit: Duration,
+    ) -> Result<(), ConnError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(ConnError::Timeout(limit));

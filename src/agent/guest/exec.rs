@@ -106,7 +106,12 @@ impl Output {
 /// Runs `child` until it exits (or times out) and its output is drained,
 /// then sends the exit frame. An error means the host is gone or broke the
 /// protocol; the command's process group is killed then.
-pub fn run(conn: &mut Conn, child: Spawned, timeout: Duration, mode: Mode) -> Result<(), ExecError> {
+pub fn run(
+    conn: &mut Conn,
+    child: Spawned,
+    timeout: Duration,
+    mode: Mode,
+) -> Result<(), ExecError> {
     let pid = child.pid;
     let result = Loop::new(child, timeout, mode).run(conn);
     if result.is_err() {
@@ -137,9 +142,13 @@ struct Loop {
 
 impl Loop {
     fn new(child: Spawned, timeout: Duration, mode: Mode) -> Loop {
-        for f in [Some(&child.stdout), child.stderr.as_ref(), child.stdin.as_ref()]
-            .into_iter()
-            .flatten()
+        for f in [
+            Some(&child.stdout),
+            child.stderr.as_ref(),
+            child.stdin.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             // Failing this would only make the loop block on one fd; it
             // cannot fail on a pipe or pty we just opened.
@@ -193,7 +202,11 @@ impl Loop {
         const EXIT: usize = 3;
         const HOST: usize = 4;
         let room = conn.pending() < OUT_HIGH;
-        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 5];
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; 5];
         for (i, o) in self.outputs.iter().enumerate() {
             if let Some(f) = &o.file {
                 // Past the cap nothing is queued, so reading never waits.
@@ -221,7 +234,8 @@ impl Loop {
 
         let now = Instant::now();
         let timer = [
-            self.deadline.filter(|_| !self.timed_out && self.status.is_none()),
+            self.deadline
+                .filter(|_| !self.timed_out && self.status.is_none()),
             self.drain_until,
         ]
         .into_iter()
@@ -230,7 +244,10 @@ impl Loop {
         sys::poll(&mut fds, timer.map(|t| t.saturating_duration_since(now)))
             .map_err(ConnError::Io)?;
 
-        if !self.timed_out && self.status.is_none() && self.deadline.is_some_and(|d| Instant::now() >= d) {
+        if !self.timed_out
+            && self.status.is_none()
+            && self.deadline.is_some_and(|d| Instant::now() >= d)
+        {
             self.timed_out = true;
             let _ = sys::kill_group(self.pid, libc::SIGKILL);
         }

@@ -86,7 +86,12 @@ pub fn put(conn: &mut Conn, path: &str, mode: u32) -> Result<(), Failure> {
         .create_new(true)
         .mode(0o600)
         .open(&staged.path)
-        .map_err(|e| Failure::Report(RemoteError::from_io(format_args!("cannot create {path}"), &e)))?;
+        .map_err(|e| {
+            Failure::Report(RemoteError::from_io(
+                format_args!("cannot create {path}"),
+                &e,
+            ))
+        })?;
     conn.send(&Frame::Response(Response::Ready))?;
 
     let mut written = 0u64;
@@ -112,8 +117,9 @@ pub fn put(conn: &mut Conn, path: &str, mode: u32) -> Result<(), Failure> {
         file.set_permissions(fs::Permissions::from_mode(mode & 0o7777))?;
         fs::rename(&staged.path, target)
     };
-    finish(&file)
-        .map_err(|e| Failure::Report(RemoteError::from_io(format_args!("cannot put {path}"), &e)))?;
+    finish(&file).map_err(|e| {
+        Failure::Report(RemoteError::from_io(format_args!("cannot put {path}"), &e))
+    })?;
     let mut staged = staged;
     staged.committed = true;
     conn.send(&Frame::Response(Response::Written { bytes: written }))?;

@@ -36,7 +36,12 @@ impl Listener {
                 use std::os::fd::AsRawFd;
                 // SAFETY: accept4 on our listening fd; no peer address is asked for.
                 let conn = unsafe {
-                    libc::accept4(fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC)
+                    libc::accept4(
+                        fd.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        libc::SOCK_CLOEXEC,
+                    )
                 };
                 if conn == -1 {
                     return Err(io::Error::last_os_error());
@@ -49,9 +54,16 @@ impl Listener {
 }
 
 fn bind_vsock(port: u32) -> io::Result<OwnedFd> {
-    let check = |ret: libc::c_int| if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(ret) };
+    let check = |ret: libc::c_int| {
+        if ret == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    };
     // SAFETY: socket(2) with constant arguments.
-    let fd = check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        check(unsafe { libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: socket returned a new fd nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     use std::os::fd::AsRawFd;

@@ -65,7 +65,9 @@ pub fn main() -> ExitCode {
     }
     if !pid1 {
         if let Err(e) = sys::set_child_subreaper() {
-            log(format_args!("cannot become a subreaper: {e}; orphans go to init"));
+            log(format_args!(
+                "cannot become a subreaper: {e}; orphans go to init"
+            ));
         }
     }
     let listener = loop {

@@ -26,7 +26,9 @@ pub fn serve(sock: OwnedFd) {
             log(format_args!("refusing a connection: {err}"));
             return conn.fail(err);
         }
-        Err(Refusal::Gone(e)) => return log(format_args!("connection ended before its request: {e}")),
+        Err(Refusal::Gone(e)) => {
+            return log(format_args!("connection ended before its request: {e}"))
+        }
     };
     match handle(&mut conn, request) {
         Ok(()) => {}
@@ -46,7 +48,9 @@ impl From<ConnError> for Refusal {
     fn from(e: ConnError) -> Refusal {
         match e {
             // A bad frame or a silent host can still be told why we close.
-            ConnError::Decode(d) => Refusal::Tell(RemoteError::new(ErrorKind::Protocol, report(&d))),
+            ConnError::Decode(d) => {
+                Refusal::Tell(RemoteError::new(ErrorKind::Protocol, report(&d)))
+            }
             ConnError::Timeout(t) => Refusal::Tell(RemoteError::new(
                 ErrorKind::Protocol,
                 format!("nothing received for {t:?}"),
@@ -89,14 +93,19 @@ fn handshake(conn: &mut Conn) -> Result<Request, Refusal> {
     }
     match conn.recv(IO_TIMEOUT)? {
         Frame::Request(r) => Ok(r),
-        other => Err(protocol(format!("expected a request, got a {:?} frame", other.frame_type()))),
+        other => Err(protocol(format!(
+            "expected a request, got a {:?} frame",
+            other.frame_type()
+        ))),
     }
 }
 
 fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
     match request {
         Request::Ping => {
-            conn.send(&Frame::Response(Response::Pong { pid1: init::is_pid1() }))?;
+            conn.send(&Frame::Response(Response::Pong {
+                pid1: init::is_pid1(),
+            }))?;
             Ok(())
         }
         Request::Exec(req) => {
@@ -130,8 +139,15 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
     }
 }
 
-fn run(conn: &mut Conn, child: spawn::Spawned, timeout: std::time::Duration, mode: Mode) -> Result<(), Refusal> {
-    conn.send(&Frame::Response(Response::Started { pid: child.pid as u32 }))?;
+fn run(
+    conn: &mut Conn,
+    child: spawn::Spawned,
+    timeout: std::time::Duration,
+    mode: Mode,
+) -> Result<(), Refusal> {
+    conn.send(&Frame::Response(Response::Started {
+        pid: child.pid as u32,
+    }))?;
     match exec::run(conn, child, timeout, mode) {
         Ok(()) => Ok(()),
         Err(ExecError::Conn(e)) => Err(e.into()),

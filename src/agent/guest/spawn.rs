@@ -41,7 +41,9 @@ pub struct Spawned {
 /// How the command's stdio is wired.
 pub enum Stdio {
     /// Pipes; with `stdin: false` its stdin is at end of file from the start.
-    Pipes { stdin: bool },
+    Pipes {
+        stdin: bool,
+    },
     Pty(WindowSize),
 }
 
@@ -72,7 +74,10 @@ pub fn spawn(req: &ExecRequest, stdio: Stdio) -> Result<Spawned, RemoteError> {
         None => None,
     };
     let env = environment(req, creds.as_ref(), matches!(stdio, Stdio::Pty(_)));
-    let path = find_program(program, env.get("PATH").map_or(DEFAULT_PATH, String::as_str))?;
+    let path = find_program(
+        program,
+        env.get("PATH").map_or(DEFAULT_PATH, String::as_str),
+    )?;
     let working_dir = req.working_dir.clone().unwrap_or_else(|| "/".into());
 
     let cstr = |s: &str, what: &str| {
@@ -157,7 +162,8 @@ pub fn spawn(req: &ExecRequest, stdio: Stdio) -> Result<Spawned, RemoteError> {
     drop(report_w);
 
     let mut report = [0u8; 5];
-    let got = read_report(&mut report_r, &mut report).map_err(|e| io("reading the exec report", e))?;
+    let got =
+        read_report(&mut report_r, &mut report).map_err(|e| io("reading the exec report", e))?;
     if got == 0 {
         let (stdin, stdout, stderr, pty) = ours;
         return Ok(Spawned {

@@ -162,7 +162,8 @@ pub fn power_off() -> io::Error {
 }
 
 pub fn mount(source: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let c =
+        |s: &str| std::ffi::CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
     let (source, target, fstype, data) = (c(source)?, c(target)?, c(fstype)?, c(data)?);
     // SAFETY: every pointer is a NUL-terminated string that outlives the call.
     check(unsafe {
@@ -181,10 +182,22 @@ pub fn mount(source: &str, target: &str, fstype: &str, flags: u64, data: &str) -
 /// decompress it (MODULE_INIT_COMPRESSED_FILE).
 pub fn finit_module(file: &File, params: &str, compressed: bool) -> io::Result<()> {
     const MODULE_INIT_COMPRESSED_FILE: libc::c_int = 4;
-    let params = std::ffi::CString::new(params).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+    let params =
+        std::ffi::CString::new(params).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
     // SAFETY: finit_module reads the fd and a NUL-terminated string.
-    let ret = unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), flags) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -205,7 +218,12 @@ pub fn ensure_std_fds() {
             .read(true)
             .write(true)
             .open("/dev/console")
-            .or_else(|_| std::fs::OpenOptions::new().read(true).write(true).open("/dev/null"));
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+            });
         if let Ok(file) = opened {
             let raw = file.as_raw_fd();
             if raw != fd {

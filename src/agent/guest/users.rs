@@ -73,7 +73,9 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Credentials, Str
     let uid = match &entry {
         Some(e) => e.uid,
         // Only a number reaches here without an entry.
-        None => user_part.parse().map_err(|_| format!("bad user {user_part:?}"))?,
+        None => user_part
+            .parse()
+            .map_err(|_| format!("bad user {user_part:?}"))?,
     };
     let primary = entry.as_ref().map_or(uid, |e| e.gid);
     let home = entry.as_ref().map(|e| e.home.to_string());
@@ -119,7 +121,10 @@ pub fn lookup(spec: &str) -> Result<Credentials, String> {
 /// The home directory passwd gives `uid`, if any.
 pub fn home_of(uid: u32) -> Option<String> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let home = passwd_entries(&passwd).find(|e| e.uid == uid)?.home.to_string();
+    let home = passwd_entries(&passwd)
+        .find(|e| e.uid == uid)?
+        .home
+        .to_string();
     Some(home)
 }
 
@@ -140,13 +145,19 @@ mod tests {
         assert_eq!(c.groups, [1000, 10]);
         assert_eq!(c.home.as_deref(), Some("/home/alice"));
         let c = resolve("nobody", PASSWD, GROUP).expect("nobody");
-        assert_eq!((c.uid, c.gid, c.groups.clone()), (65534, 65534, vec![65534]));
+        assert_eq!(
+            (c.uid, c.gid, c.groups.clone()),
+            (65534, 65534, vec![65534])
+        );
     }
 
     #[test]
     fn numbers_need_no_entry_and_explicit_groups_replace_memberships() {
         let c = resolve("4242", PASSWD, GROUP).expect("4242");
-        assert_eq!((c.uid, c.gid, c.groups, c.home), (4242, 4242, vec![4242], None));
+        assert_eq!(
+            (c.uid, c.gid, c.groups, c.home),
+            (4242, 4242, vec![4242], None)
+        );
         let c = resolve("1000:10", PASSWD, GROUP).expect("1000:10");
         assert_eq!((c.uid, c.gid, c.groups), (1000, 10, vec![10]));
         let c = resolve("alice:nogroup", PASSWD, GROUP).expect("alice:nogroup");

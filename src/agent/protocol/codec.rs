@@ -140,11 +140,7 @@ pub fn encode_to_vec(frame: &Frame) -> Result<Vec<u8>, EncodeError> {
     Ok(out)
 }
 
-fn json<T: Serialize>(
-    message: &T,
-    frame: FrameType,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
+fn json<T: Serialize>(message: &T, frame: FrameType, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     serde_json::to_writer(&mut *out, message).map_err(|source| EncodeError::Json { frame, source })
 }
 

@@ -52,7 +52,10 @@ impl Signal {
 
     /// The name without `SIG`, if the signal has one.
     pub fn name(self) -> Option<&'static str> {
-        NAMES.iter().find(|(_, n)| *n == self.0).map(|(name, _)| *name)
+        NAMES
+            .iter()
+            .find(|(_, n)| *n == self.0)
+            .map(|(name, _)| *name)
     }
 }
 

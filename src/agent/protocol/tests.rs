@@ -30,13 +30,15 @@ fn exec_request() -> impl Strategy<Value = ExecRequest> {
         proptest::option::of(text()),
         (any::<u64>(), 0u32..1_000_000_000),
     )
-        .prop_map(|(argv, env, working_dir, user, (secs, nanos))| ExecRequest {
-            argv,
-            env: env.into_iter().collect::<BTreeMap<_, _>>(),
-            working_dir,
-            user,
-            timeout: Duration::new(secs, nanos),
-        })
+        .prop_map(
+            |(argv, env, working_dir, user, (secs, nanos))| ExecRequest {
+                argv,
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                working_dir,
+                user,
+                timeout: Duration::new(secs, nanos),
+            },
+        )
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -94,17 +96,24 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
 
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (text(), any::<u16>(), any::<u16>(), text()).prop_map(|(protocol, major, minor, software)| {
-            Frame::Hello(Hello {
-                protocol,
-                version: Version { major, minor },
-                software,
-            })
-        }),
+        (text(), any::<u16>(), any::<u16>(), text()).prop_map(
+            |(protocol, major, minor, software)| {
+                Frame::Hello(Hello {
+                    protocol,
+                    version: Version { major, minor },
+                    software,
+                })
+            }
+        ),
         request().prop_map(Frame::Request),
         response().prop_map(Frame::Response),
-        (error_kind(), text(), proptest::option::of(any::<i32>()))
-            .prop_map(|(kind, message, errno)| Frame::Error(RemoteError { kind, message, errno })),
+        (error_kind(), text(), proptest::option::of(any::<i32>())).prop_map(
+            |(kind, message, errno)| Frame::Error(RemoteError {
+                kind,
+                message,
+                errno
+            })
+        ),
         prop_oneof![
             any::<i32>().prop_map(|signal| Control::Signal { signal }),
             window().prop_map(Control::Resize),
@@ -222,7 +231,10 @@ fn an_announced_huge_frame_is_refused_from_its_header_alone() {
 fn unknown_types_and_empty_frames_are_refused_before_their_payload() {
     let mut decoder = Decoder::new();
     decoder.feed(&[0, 0, 0, 100, 0x7f]);
-    assert!(matches!(decoder.next_frame(), Err(DecodeError::UnknownType(0x7f))));
+    assert!(matches!(
+        decoder.next_frame(),
+        Err(DecodeError::UnknownType(0x7f))
+    ));
 
     let mut decoder = Decoder::new();
     decoder.feed(&[0, 0, 0, 0]);
@@ -246,7 +258,11 @@ fn oversized_messages_are_not_encoded() {
         encode(&big, &mut out),
         Err(EncodeError::TooLarge { .. })
     ));
-    assert_eq!(out, [1, 2, 3], "a failed encode leaves the buffer as it was");
+    assert_eq!(
+        out,
+        [1, 2, 3],
+        "a failed encode leaves the buffer as it was"
+    );
     // One byte less fits: the limit counts the type byte.
     assert!(encode(&Frame::Data(vec![0; MAX_FRAME - 1]), &mut out).is_ok());
 }
