@@ -69,8 +69,16 @@ pub fn setup() {
 }
 
 /// Syncs and powers off. Returns only if the kernel refused.
+///
+/// Firecracker has no power management: a guest leaves it by rebooting
+/// (with `reboot=k`), so `hyperfleet.poweroff=reboot` on the kernel command
+/// line makes "power off" a reboot.
 pub fn power_off() -> std::io::Error {
-    log(format_args!("powering off"));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let reboot = cmdline
+        .split_whitespace()
+        .any(|w| w == "hyperfleet.poweroff=reboot");
+    log(format_args!("powering off{}", if reboot { " (by reboot)" } else { "" }));
     sys::sync();
-    sys::power_off()
+    sys::power_off(reboot)
 }
