@@ -100,8 +100,8 @@ pub fn parse(
     }
     let from_kernel = kernel_cmdline
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix("hyperfleet.agent_port="))
-        .last();
+        .rev()
+        .find_map(|w| w.strip_prefix("hyperfleet.agent_port="));
     let port = match from_kernel {
         Some(p) => parse_port(p).map_err(|e| format!("kernel command line: {e}"))?,
         None => DEFAULT_AGENT_PORT,

@@ -78,7 +78,10 @@ pub fn power_off() -> std::io::Error {
     let reboot = cmdline
         .split_whitespace()
         .any(|w| w == "hyperfleet.poweroff=reboot");
-    log(format_args!("powering off{}", if reboot { " (by reboot)" } else { "" }));
+    log(format_args!(
+        "powering off{}",
+        if reboot { " (by reboot)" } else { "" }
+    ));
     sys::sync();
     sys::power_off(reboot)
 }

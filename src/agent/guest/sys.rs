@@ -156,7 +156,11 @@ pub fn sync() {
 /// Powers the machine off (or reboots it); returns only if that failed. In
 /// a child PID namespace the kernel instead ends the namespace's init.
 pub fn power_off(by_reboot: bool) -> io::Error {
-    let how = if by_reboot { libc::RB_AUTOBOOT } else { libc::RB_POWER_OFF };
+    let how = if by_reboot {
+        libc::RB_AUTOBOOT
+    } else {
+        libc::RB_POWER_OFF
+    };
     // SAFETY: reboot with a valid command; it does not return on success.
     unsafe { libc::reboot(how) };
     io::Error::last_os_error()

@@ -108,16 +108,14 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         Frame::End => Ok(()),
     };
     let len = out.len() - start - LEN_BYTES;
-    let checked = written.and_then(|()| {
-        if len > MAX_FRAME {
-            Err(EncodeError::TooLarge {
-                frame: frame_type,
-                len,
-                max: MAX_FRAME,
-            })
-        } else {
-            Ok(())
-        }
+    let checked = written.and(if len > MAX_FRAME {
+        Err(EncodeError::TooLarge {
+            frame: frame_type,
+            len,
+            max: MAX_FRAME,
+        })
+    } else {
+        Ok(())
     });
     match checked {
         Ok(()) => {
