@@ -196,10 +196,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
             };
             // The agent answers only at the end, unless it fails: a write
             // that stalls for io_timeout means it stopped reading.
-            within(self.io_timeout, "sending file data", async {
+            let sent = within(self.io_timeout, "sending file data", async {
                 write_frame(self.conn.get_mut(), &frame).await
             })
-            .await?;
+            .await;
+            if let Err(e) = sent {
+                // An agent that failed mid-file (disk full...) said why
+                // before it stopped reading: that beats "broken pipe".
+                return Err(self.reason_for(e).await);
+            }
             if n == 0 {
                 break;
             }
@@ -275,6 +280,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         match self.response("the command to start").await? {
             Response::Started { pid } => Ok(pid),
             other => Err(unexpected_response("started", other)),
+        }
+    }
+
+    /// `err` (a failed send), or the agent's own report if it sent one.
+    async fn reason_for(&mut self, err: Error) -> Error {
+        let report = within(Duration::from_secs(1), "the agent's report", async {
+            self.conn.read_frame("after a failed send").await
+        })
+        .await;
+        match report {
+            Ok(Frame::Error(e)) => unexpected("", Frame::Error(e)),
+            _ => err,
         }
     }
 

@@ -100,3 +100,24 @@ async fn file_errors_say_what_is_wrong() {
     // Failed transfers leave nothing behind and the agent keeps serving.
     assert_eq!(agent.sh("echo still here").await, "still here\n");
 }
+
+#[tokio::test]
+async fn a_put_that_runs_out_of_space_says_so_and_leaves_nothing() {
+    // The agent in its own mount namespace, with a 1 MiB tmpfs to fill.
+    let small = tempfile::tempdir().expect("tempdir");
+    let small_dir = small.path().to_str().expect("utf-8").to_string();
+    let script = format!("mount -t tmpfs -o size=1m hf-small '{small_dir}' && exec \"$0\" \"$@\"");
+    let agent = Agent::start_under(&["unshare", "--mount", "sh", "-c", &script]);
+    let data = vec![7u8; 4 * 1024 * 1024];
+    let (k, m) = kind(
+        agent
+            .connect()
+            .await
+            .put_file(&data[..], &format!("{small_dir}/big"), 0o644)
+            .await,
+    );
+    assert_eq!(k, ErrorKind::Io, "{m}");
+    assert!(m.contains("No space left"), "{m}");
+    let left = agent.sh(&format!("ls -A '{small_dir}'")).await;
+    assert_eq!(left, "", "a failed put leaves nothing behind");
+}
