@@ -1,6 +1,7 @@
-//! The few system calls the agent makes that std does not wrap, each made
-//! safe here once (with its SAFETY argument) so the rest of the agent has
-//! no `unsafe` but the fork in `spawn.rs`.
+//! The system calls the agent makes that std does not wrap, each made safe
+//! here once (with its SAFETY argument). Elsewhere only the fork and the
+//! child's set-up (`spawn.rs`) and the vsock socket (`listener.rs`) are
+//! `unsafe`.
 
 use std::fs::File;
 use std::io;
