@@ -1,9 +1,11 @@
 //! Hyperfleet: Docker containers and microVMs as a filesystem.
 //!
 //! See ARCHITECTURE.md for the map of modules. From the bottom up: `error`,
-//! `model` (domain types), `store` and `runtime`, `core`, then the front
-//! ends `fs`, `rest` and the CLI's `client`, and `daemon` which wires them.
+//! `model` (domain types), `agent` (the guest agent and its protocol),
+//! `store` and `runtime`, `core`, then the front ends `fs`, `rest` and the
+//! CLI's `client`, and `daemon` which wires them.
 
+pub mod agent;
 pub mod client;
 pub mod core;
 pub mod daemon;

@@ -377,3 +377,5 @@ impl Drop for Daemon {
         }
     }
 }
+
+pub mod vsock_relay;

@@ -1,0 +1,186 @@
+//! A streaming exec on the host side: the input half (stdin, signals,
+//! resizes) and the output half (stdout, stderr, then the exit), usable
+//! together or split between two tasks.
+//!
+//! Nothing here spawns a task or buffers: output is read off the connection
+//! only when the caller asks for the next event, which is what makes the
+//! agent (and in turn the command) wait for a slow consumer.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+use super::error::{Error, Result};
+use super::protocol::{
+    Control, Decoder, ExitInfo, Frame, Response, Signal, WindowSize, DATA_CHUNK,
+};
+use super::wire::{by, unexpected, within, write_frame, FrameReader};
+
+/// What a running command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The last event.
+    Exit(ExitInfo),
+}
+
+/// A running command. Use it directly, or [`split`](Self::split) it to feed
+/// stdin from one task while another receives output.
+#[derive(Debug)]
+pub struct ExecSession<S> {
+    pid: u32,
+    input: SessionInput<S>,
+    output: SessionOutput<S>,
+}
+
+/// The sending half of a session.
+#[derive(Debug)]
+pub struct SessionInput<S> {
+    conn: WriteHalf<S>,
+    pty: bool,
+    io_timeout: Duration,
+}
+
+/// The receiving half of a session.
+#[derive(Debug)]
+pub struct SessionOutput<S> {
+    conn: FrameReader<ReadHalf<S>>,
+    /// The agent reports the exit by the command's timeout, so waiting
+    /// beyond this (plus the step timeout) means it is gone.
+    deadline: Instant,
+    done: bool,
+}
+
+pub(crate) fn open<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    decoder: Decoder,
+    pid: u32,
+    pty: bool,
+    deadline: Instant,
+    io_timeout: Duration,
+) -> ExecSession<S> {
+    let (r, w) = tokio::io::split(stream);
+    ExecSession {
+        pid,
+        input: SessionInput {
+            conn: w,
+            pty,
+            io_timeout,
+        },
+        output: SessionOutput {
+            conn: FrameReader::with_decoder(r, decoder),
+            deadline,
+            done: false,
+        },
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> ExecSession<S> {
+    /// The command's pid in the guest.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
+        self.input.send_stdin(data).await
+    }
+
+    pub async fn close_stdin(&mut self) -> Result<()> {
+        self.input.close_stdin().await
+    }
+
+    pub async fn signal(&mut self, signal: Signal) -> Result<()> {
+        self.input.signal(signal).await
+    }
+
+    pub async fn resize(&mut self, size: WindowSize) -> Result<()> {
+        self.input.resize(size).await
+    }
+
+    /// The next event; `Ok(None)` after the exit.
+    pub async fn recv(&mut self) -> Result<Option<ExecEvent>> {
+        self.output.recv().await
+    }
+
+    pub fn split(self) -> (SessionInput<S>, SessionOutput<S>) {
+        (self.input, self.output)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> SessionInput<S> {
+    /// Sends bytes to the command's stdin. Waits (up to the step timeout
+    /// per chunk) while the command does not read them.
+    pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(DATA_CHUNK) {
+            self.send(Frame::Stdin(chunk.to_vec()), "sending stdin")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the command's input once what was sent is consumed (with a pty:
+    /// types Ctrl-D).
+    pub async fn close_stdin(&mut self) -> Result<()> {
+        self.send(Frame::Control(Control::CloseStdin), "closing stdin")
+            .await
+    }
+
+    /// Signals the command's process group (with a pty: the terminal's
+    /// foreground process group).
+    pub async fn signal(&mut self, signal: Signal) -> Result<()> {
+        self.send(
+            Frame::Control(Control::Signal { signal: signal.0 }),
+            "sending a signal",
+        )
+        .await
+    }
+
+    /// Changes the pty's window size; the command gets SIGWINCH.
+    pub async fn resize(&mut self, size: WindowSize) -> Result<()> {
+        if !self.pty {
+            return Err(Error::InvalidRequest(
+                "resize needs a session started with a pty".into(),
+            ));
+        }
+        self.send(Frame::Control(Control::Resize(size)), "resizing")
+            .await
+    }
+
+    async fn send(&mut self, frame: Frame, during: &'static str) -> Result<()> {
+        let conn = &mut self.conn;
+        within(self.io_timeout, during, async {
+            write_frame(conn, &frame).await
+        })
+        .await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> SessionOutput<S> {
+    /// The next event; `Ok(None)` after the exit.
+    pub async fn recv(&mut self) -> Result<Option<ExecEvent>> {
+        if self.done {
+            return Ok(None);
+        }
+        let frame = by(
+            self.deadline,
+            "the command's output",
+            self.conn.read_frame("before the command's exit"),
+        )
+        .await?;
+        let event = match frame {
+            Frame::Stdout(d) => ExecEvent::Stdout(d),
+            Frame::Stderr(d) => ExecEvent::Stderr(d),
+            Frame::Response(Response::Exit(info)) => {
+                self.done = true;
+                ExecEvent::Exit(info)
+            }
+            other => {
+                self.done = true;
+                return Err(unexpected("output or exit", other));
+            }
+        };
+        Ok(Some(event))
+    }
+}
