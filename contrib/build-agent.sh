@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # crt-static links glibc statically; a non-PIE executable (relocation-model
 # static) is what ldd calls "not a dynamic executable" (a static PIE still
 # carries a dynamic section); symbols are stripped to keep the initramfs small.
-cargo rustc --quiet --release --bin hyperfleet-agent "$@" -- \
+cargo rustc --quiet --release --no-default-features --bin hyperfleet-agent "$@" -- \
     -C target-feature=+crt-static -C relocation-model=static -C strip=symbols
 bin="$PWD/target/release/hyperfleet-agent"
 

@@ -6,20 +6,31 @@
 //! CLI's `client`, and `daemon` which wires them.
 
 pub mod agent;
+#[cfg(feature = "daemon")]
 pub mod client;
+#[cfg(feature = "daemon")]
 pub mod core;
+#[cfg(feature = "daemon")]
 pub mod daemon;
+#[cfg(feature = "daemon")]
 pub mod error;
+#[cfg(feature = "daemon")]
 pub mod fs;
+#[cfg(feature = "daemon")]
 pub mod model;
+#[cfg(feature = "daemon")]
 pub mod rest;
+#[cfg(feature = "daemon")]
 pub mod runtime;
+#[cfg(feature = "daemon")]
 pub mod store;
 
+#[cfg(feature = "daemon")]
 pub use error::{Error, Result};
 
 /// Logs go to stderr (the daemon's log file once detached); `HYPERFLEET_LOG`
 /// takes a tracing filter such as `debug` or `hyperfleet=trace`.
+#[cfg(feature = "daemon")]
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

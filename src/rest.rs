@@ -66,7 +66,7 @@ async fn handle(core: &Arc<Core>, req: Request<Incoming>) -> Response<Body> {
         Ok(resp) => resp,
         Err(e) => json_response(
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            &json!({ "error": e.code(), "message": e.to_string() }),
+            &json!({ "error": e.code(), "message": e.report().to_string() }),
         ),
     }
 }

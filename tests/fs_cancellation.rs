@@ -85,7 +85,10 @@ fn kill_and_stop_cancel_a_start_stuck_in_an_image_pull() {
             "the log does not say what happened"
         );
     }
-    assert!(d.containers().is_empty(), "a cancelled start left a container");
+    assert!(
+        d.containers().is_empty(),
+        "a cancelled start left a container"
+    );
     // A cancelled machine starts normally once its config is fixed.
     d.ok(r#"/bin/echo '{"image":"'"$IMAGE"'","cmd":["sleep","600"]}' > machines/kill/config && echo start > machines/kill/ctl && echo kill > machines/kill/ctl"#);
 }
@@ -131,7 +134,10 @@ fn wait_running_sees_a_workload_that_exits_at_once() {
     // The wait is blocked in the daemon before the start is issued.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !d.log().contains("waiting") {
-        assert!(Instant::now() < deadline, "the wait never reached the daemon");
+        assert!(
+            Instant::now() < deadline,
+            "the wait never reached the daemon"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     d.ok("echo start > machines/flash/ctl; /bin/echo 'wait stopped 30' > machines/flash/ctl");

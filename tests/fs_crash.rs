@@ -92,9 +92,12 @@ fn killing_the_daemon_anywhere_in_start_or_stop_never_leaves_a_wrong_status() {
             kernel.display()
         ));
         // The engine takes 150 ms to accept a start and 200 ms more to finish it.
-        fake.set_knobs(&serde_json::from_str(
-            r#"{"ops":{"start":{"delay_ms":150}},"finish_start_after_ms":200}"#,
-        ).unwrap())
+        fake.set_knobs(
+            &serde_json::from_str(
+                r#"{"ops":{"start":{"delay_ms":150}},"finish_start_after_ms":200}"#,
+            )
+            .unwrap(),
+        )
         .unwrap();
         let writer = background(&d, &format!("/bin/echo start > machines/{name}/ctl"));
         std::thread::sleep(Duration::from_millis(point));

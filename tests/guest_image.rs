@@ -94,12 +94,23 @@ fn cpio(initramfs: &Path, args: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// The image, built once per run of this file into the target dir (so a
-/// rerun replaces it rather than piling up copies); (dir, printed config).
+/// The image, built once per test process into the target dir; (dir,
+/// printed config). Each process has its own directory, since test runners
+/// run these tests in parallel processes; those of processes gone are
+/// removed, so reruns do not pile up copies.
 fn built() -> &'static (PathBuf, String) {
     static BUILT: OnceLock<(PathBuf, String)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-image");
+        let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("guest-image-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = tmp.join(format!("guest-image-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/guest/build.sh");
         let config = run(Command::new(script).arg(&dir));

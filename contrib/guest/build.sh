@@ -34,6 +34,10 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 cache=${HYPERFLEET_GUEST_CACHE:-$repo/target/guest-cache}
 mkdir -p "$cache"
+# One build at a time per cache: two concurrent downloads of one package
+# into it would clobber each other.
+exec 9>"$cache/.lock"
+flock 9
 
 log() { echo "guest: $*" >&2; }
 die() { echo "guest: $*" >&2; exit 1; }

@@ -11,18 +11,25 @@
 //! is small, starts first and must not need a runtime. The host half is
 //! tokio, like the daemon.
 
+// The host half needs tokio, which the agent binary does without.
+#[cfg(feature = "daemon")]
 pub mod client;
 pub mod error;
 pub mod guest;
 pub mod protocol;
+#[cfg(feature = "daemon")]
 pub mod transport;
 
+#[cfg(feature = "daemon")]
 mod session;
+#[cfg(feature = "daemon")]
 mod wire;
 
+#[cfg(feature = "daemon")]
 pub use client::{AgentClient, ExecEvent, ExecResult, ExecSession, RemoteFile};
 pub use error::{ConnectCause, Error, ProtocolError, Result};
 pub use protocol::{
     ErrorKind, ExecRequest, ExitInfo, ExitStatus, Signal, StreamRequest, Version, WindowSize,
 };
+#[cfg(feature = "daemon")]
 pub use transport::HybridVsock;

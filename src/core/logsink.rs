@@ -7,7 +7,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::Machine;
 use crate::runtime::LogSink;
@@ -18,12 +18,19 @@ pub const LOG_CAP: u64 = 16 << 20;
 #[derive(Debug, Clone)]
 pub struct LogFile {
     path: PathBuf,
+    /// The open file and its length, kept between appends: a workload that
+    /// prints a line at a time costs one write(2) per line, not an open, a
+    /// stat and a write.
+    writer: Arc<Mutex<Option<(File, u64)>>>,
 }
+
+const CAP_MARKER: &[u8] = b"[hyperfleet: earlier output dropped, log exceeded its size cap]\n";
 
 impl LogFile {
     pub fn new(dir: &Path, machine_id: &str) -> LogFile {
         LogFile {
             path: dir.join(format!("{machine_id}.log")),
+            writer: Arc::default(),
         }
     }
 
@@ -35,21 +42,42 @@ impl LogFile {
         self.len() == 0
     }
 
+    fn writer(&self) -> std::sync::MutexGuard<'_, Option<(File, u64)>> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Empties the file for a new run.
     pub fn reset(&self) -> std::io::Result<()> {
+        let mut w = self.writer();
+        *w = None;
         File::create(&self.path).map(|_| ())
     }
 
     pub fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.len() + bytes.len() as u64 > LOG_CAP {
-            let mut f = File::create(&self.path)?;
-            f.write_all(b"[hyperfleet: earlier output dropped, log exceeded its size cap]\n")?;
+        let mut w = self.writer();
+        if w.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            let len = f.metadata()?.len();
+            *w = Some((f, len));
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        f.write_all(bytes)
+        let Some((f, len)) = w.as_mut() else {
+            return Ok(());
+        };
+        if *len + bytes.len() as u64 > LOG_CAP {
+            f.set_len(0)?;
+            f.write_all(CAP_MARKER)?;
+            *len = CAP_MARKER.len() as u64;
+        }
+        if let Err(e) = f.write_all(bytes) {
+            // Reopen next time: the file may have been removed or replaced.
+            *w = None;
+            return Err(e);
+        }
+        *len += bytes.len() as u64;
+        Ok(())
     }
 
     /// Appends one line written by hyperfleet itself, marked so it cannot be
@@ -63,6 +91,7 @@ impl LogFile {
     }
 
     pub fn remove(&self) {
+        *self.writer() = None;
         let _ = fs::remove_file(&self.path);
     }
 

@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 use crate::model::{ExecOutput, ExecRequest};
 use crate::runtime::process;
 
+type ExecStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
 impl Container {
     pub(super) async fn exec_once(&self, req: &ExecRequest) -> Result<ExecOutput> {
         req.validate()?;
@@ -48,7 +56,14 @@ impl Container {
             }
         };
         let mut out = ExecOutput::default();
-        let ran = tokio::time::timeout(req.timeout, self.run_exec(&docker, &created.id, &mut out));
+        // Attached before the clock starts: the command's time is its own,
+        // and a command cut off while the engine was still starting it
+        // could start afterwards, beyond the reach of the kill below.
+        let output = self.attach(&docker, &created.id).await?;
+        let ran = tokio::time::timeout(
+            req.timeout,
+            self.collect(&docker, &created.id, output, &mut out),
+        );
         match ran.await {
             Ok(result) => result.map(|()| out),
             Err(_) => {
@@ -66,7 +81,7 @@ impl Container {
         }
     }
 
-    async fn run_exec(&self, docker: &Docker, exec_id: &str, out: &mut ExecOutput) -> Result<()> {
+    async fn attach(&self, docker: &Docker, exec_id: &str) -> Result<ExecStream> {
         let started = docker
             .start_exec(
                 exec_id,
@@ -78,11 +93,22 @@ impl Container {
             )
             .await
             .map_err(|e| docker_error(e, None))?;
-        let StartExecResults::Attached { mut output, input } = started else {
-            return Err(Error::Runtime(
+        match started {
+            StartExecResults::Attached { output, .. } => Ok(output),
+            StartExecResults::Detached => Err(Error::Runtime(
                 "docker started the exec detached although output was requested".into(),
-            ));
-        };
+            )),
+        }
+    }
+
+    /// Reads an attached exec's output to its end, then its exit code.
+    async fn collect(
+        &self,
+        docker: &Docker,
+        exec_id: &str,
+        mut output: ExecStream,
+        out: &mut ExecOutput,
+    ) -> Result<()> {
         while let Some(item) = output.next().await {
             match item.map_err(|e| docker_error(e, None))? {
                 bollard::container::LogOutput::StdOut { message }
@@ -91,7 +117,6 @@ impl Container {
                 bollard::container::LogOutput::StdIn { .. } => {}
             }
         }
-        drop(input);
         // The output ends when the process closes it, which may be a moment
         // before Docker has recorded the exit code.
         let mut delay = Duration::from_millis(5);
@@ -119,18 +144,26 @@ impl Container {
     /// a second exec of `kill` as the container's root user; an image
     /// without `kill` makes that fail, and the error says so.
     async fn kill_exec(&self, docker: &Docker, exec_id: &str) -> Result<(), String> {
-        let exec = docker
-            .inspect_exec(exec_id)
-            .await
-            .map_err(|e| docker_error(e, None).to_string())?;
-        if exec.running != Some(true) {
-            return Ok(());
+        // The engine may report the process running a moment before its pid.
+        let mut pid = None;
+        for _ in 0..250 {
+            let exec = docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(|e| docker_error(e, None).to_string())?;
+            if exec.running != Some(true) && exec.exit_code.is_some() {
+                return Ok(());
+            }
+            pid = exec
+                .pid
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 0);
+            if pid.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let pid = exec
-            .pid
-            .and_then(|p| i32::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or("docker did not report the exec's pid")?;
+        let pid = pid.ok_or("docker did not report the exec's pid")?;
         let init = self
             .inspect_with(docker)
             .await
@@ -197,7 +230,11 @@ impl Container {
             .await
             .map_err(|e| docker_error(e, None).to_string())?;
         let mut out = ExecOutput::default();
-        self.run_exec(docker, &created.id, &mut out)
+        let output = self
+            .attach(docker, &created.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.collect(docker, &created.id, output, &mut out)
             .await
             .map_err(|e| e.to_string())?;
         if out.exit_code != 0 {
