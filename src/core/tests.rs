@@ -578,3 +578,20 @@ async fn reconcile_removes_orphans_and_never_starts_anything() {
     assert_eq!(core.get("vm").unwrap().status(), Status::Stopped);
     assert_eq!(r.engine_state(&m).as_deref(), Some("exited"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_never_reaches_a_machine_recreated_under_its_name() {
+    let r = rig();
+    let old = r.machine("vm").await;
+    r.core.delete(&old).await.unwrap();
+    let new = r.machine("vm").await;
+    assert_ne!(old.id(), new.id());
+    // An action aimed at the deleted machine does not land on its namesake.
+    let err = r.core.act(&old, Action::Start).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOENT);
+    let err = r.core.delete(&old).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ENOENT);
+    assert_eq!(new.status(), Status::Pending);
+    assert!(!new.is_deleted());
+    assert_eq!(r.core.get("vm").unwrap().id(), new.id());
+}

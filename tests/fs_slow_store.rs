@@ -1,0 +1,65 @@
+//! A slow disk stalls nothing but the operation that writes: while every
+//! commit crawls, `ls` and `cat status` of other machines answer at once.
+//! The store is slowed by the daemon's test-only hook.
+//!
+//! (A `mkdir` or `rmdir` in progress is different: the kernel itself holds
+//! the `machines/` directory locked for the whole call, so a listing waits
+//! for it whatever the daemon does.)
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+/// Every store write takes this long.
+const DELAY_MS: u64 = 1000;
+
+#[test]
+fn reads_answer_at_once_while_commits_crawl() {
+    let d = Daemon::start_with_env(&[("HYPERFLEET_TEST_STORE_DELAY_MS", &DELAY_MS.to_string())]);
+    d.ok("mkdir machines/a machines/b");
+    // Writers stuck on the disk: a config, and more refused commands (each
+    // records its error) than the filesystem has threads. Each returns only
+    // after its commit.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "/bin/echo '{\"image\":\"x\"}' > machines/b/config & \
+             for i in 1 2 3 4 5 6; do /bin/echo bogus > machines/b/ctl 2>/dev/null & done; \
+             wait",
+        )
+        .current_dir(&d.mount)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn writer");
+    let began = Instant::now();
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let status = std::fs::read_to_string(d.mount.join("machines/a/status")).expect("status");
+        let names: Vec<_> = std::fs::read_dir(d.mount.join("machines"))
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        latencies.push(t.elapsed());
+        assert_eq!(status, "pending\n");
+        assert!(names.iter().any(|n| n == "a"), "{names:?}");
+    }
+    // All of that happened while the writer was still waiting on the disk.
+    assert!(
+        writer.try_wait().expect("try_wait").is_none(),
+        "the slow commit finished before the reads did; the test proves nothing"
+    );
+    assert!(began.elapsed() < Duration::from_millis(DELAY_MS));
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    assert!(p50 < Duration::from_millis(50), "p50 {p50:?}: {latencies:?}");
+    writer.wait().expect("wait");
+    assert_eq!(d.read("machines/b/status"), "pending\n");
+    assert!(d.read("machines/b/config").contains("\"x\""));
+    assert!(d.read("machines/b/error").contains("bogus"));
+}
