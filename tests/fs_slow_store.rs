@@ -57,7 +57,10 @@ fn reads_answer_at_once_while_commits_crawl() {
     assert!(began.elapsed() < Duration::from_millis(DELAY_MS));
     latencies.sort();
     let p50 = latencies[latencies.len() / 2];
-    assert!(p50 < Duration::from_millis(50), "p50 {p50:?}: {latencies:?}");
+    assert!(
+        p50 < Duration::from_millis(50),
+        "p50 {p50:?}: {latencies:?}"
+    );
     writer.wait().expect("wait");
     assert_eq!(d.read("machines/b/status"), "pending\n");
     assert!(d.read("machines/b/config").contains("\"x\""));

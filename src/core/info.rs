@@ -39,6 +39,9 @@ impl Core {
                 super::operation::deadline(self.settings.call_deadline, "info", rt.info()).await?;
             out["runtime_info"] =
                 serde_json::to_value(info).map_err(|e| Error::Runtime(e.to_string()))?;
+            if let Some(agent) = rt.agent_state() {
+                out["agent"] = agent.into();
+            }
         }
         Ok(out)
     }

@@ -15,12 +15,7 @@ impl Core {
     ) -> Result<()> {
         let status = match target {
             WaitTarget::Status(s) => s,
-            WaitTarget::Agent => {
-                return Err(Error::Unsupported {
-                    runtime: m.with_record(|r| r.spec.runtime_type()).to_string(),
-                    operation: "waiting for a guest agent".into(),
-                })
-            }
+            WaitTarget::Agent => return self.wait_agent(m, timeout).await,
         };
         let waited = tokio::time::timeout(timeout, wait_status(m, status)).await;
         match waited {
@@ -31,6 +26,32 @@ impl Core {
                 m.status()
             ))),
         }
+    }
+}
+
+impl Core {
+    /// `wait agent`: the machine's guest agent answers within `timeout`.
+    async fn wait_agent(&self, m: &Machine, timeout: Duration) -> Result<()> {
+        let rt = match m.live() {
+            Some(rt) if m.status() == Status::Running => rt,
+            _ => {
+                // A machine that is not running has no agent to wait for;
+                // a runtime without agents says so first.
+                let rec = m.snapshot();
+                let kind = rec.spec.runtime_type();
+                if !kind.is_vm() {
+                    return Err(Error::Unsupported {
+                        runtime: kind.to_string(),
+                        operation: "waiting for a guest agent".into(),
+                    });
+                }
+                return Err(Error::InvalidState {
+                    action: "wait for the agent of",
+                    status: rec.status.as_str(),
+                });
+            }
+        };
+        rt.wait_agent(timeout).await
     }
 }
 

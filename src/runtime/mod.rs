@@ -11,6 +11,7 @@ pub mod cloud_hypervisor;
 pub mod docker;
 pub mod fake;
 pub mod firecracker;
+pub mod guest_agent;
 pub mod http;
 pub mod pidfd;
 pub mod process;
@@ -169,6 +170,16 @@ pub trait Runtime: Send + Sync {
     }
     async fn restore(&self, _dir: &Path) -> Result<()> {
         Err(self.unsupported("restoring snapshots"))
+    }
+
+    /// What is known of the guest agent (`waiting`, `ready`, `absent`), for
+    /// runtimes whose workload has one.
+    fn agent_state(&self) -> Option<&'static str> {
+        None
+    }
+    /// Blocks until the guest agent answers.
+    async fn wait_agent(&self, _timeout: Duration) -> Result<()> {
+        Err(self.unsupported("waiting for a guest agent"))
     }
 
     fn unsupported(&self, operation: &str) -> Error {

@@ -1,0 +1,229 @@
+//! A VM's guest agent as its runtime uses it: commands run through it, and
+//! whether it has answered yet. Both VMMs expose the guest's vsock as a
+//! Unix socket in the machine's runtime directory (hybrid vsock); the agent
+//! listens on a vsock port in the guest (52 unless the spec says otherwise).
+//!
+//! This is the one place agent errors become crate errors, so `exec` in a
+//! Firecracker and in a Cloud Hypervisor machine fails the same way: an
+//! agent that never answers is EHOSTUNREACH with the port named, a command
+//! that cannot start is exit 127/126 as a shell (and `docker exec`) reports it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::agent::{self, ErrorKind, ExitStatus, HybridVsock};
+use crate::error::{Error, Result};
+use crate::model::{ExecOutput, ExecRequest};
+
+/// How long an exec waits for an agent that has not answered yet (a guest
+/// still booting).
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
+/// How long after a boot the agent is probed before it is called absent.
+pub const BOOT_PROBE: Duration = Duration::from_secs(60);
+
+/// What is known of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// Not answered yet; the guest may still be booting.
+    Waiting,
+    /// It answered.
+    Ready,
+    /// It did not answer within the boot probe (no agent in this guest?).
+    Absent,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Waiting => "waiting",
+            AgentState::Ready => "ready",
+            AgentState::Absent => "absent",
+        }
+    }
+}
+
+/// The agent of one VM run.
+#[derive(Clone)]
+pub struct GuestAgent {
+    socket: PathBuf,
+    port: u32,
+    state: Arc<watch::Sender<AgentState>>,
+    probing: Arc<Mutex<Option<tokio::task::AbortHandle>>>,
+}
+
+impl GuestAgent {
+    /// The agent behind the hybrid-vsock socket `socket`, on `port`.
+    pub fn new(socket: impl Into<PathBuf>, port: u32) -> GuestAgent {
+        GuestAgent {
+            socket: socket.into(),
+            port,
+            state: Arc::new(watch::channel(AgentState::Waiting).0),
+            probing: Arc::default(),
+        }
+    }
+
+    pub fn state(&self) -> AgentState {
+        *self.state.borrow()
+    }
+
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    fn transport(&self, deadline: Duration) -> HybridVsock {
+        HybridVsock::new(&self.socket, self.port).with_deadline(deadline)
+    }
+
+    fn set(&self, s: AgentState) {
+        self.state.send_replace(s);
+    }
+
+    /// Probes the agent in the background after a boot: `ready` once it
+    /// answers, `absent` if it has not within [`BOOT_PROBE`].
+    pub fn watch_boot(&self) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            match me.ping(BOOT_PROBE).await {
+                Ok(()) => {}
+                Err(_) if me.state() != AgentState::Ready => me.set(AgentState::Absent),
+                Err(_) => {}
+            }
+        });
+        if let Some(old) = self
+            .probing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(task.abort_handle())
+        {
+            old.abort();
+        }
+    }
+
+    /// Stops a boot probe (the VM is going away).
+    pub fn stop_watching(&self) {
+        if let Some(task) = self
+            .probing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    async fn ping(&self, deadline: Duration) -> Result<()> {
+        let client = self.transport(deadline).connect().await.map_err(to_error)?;
+        client.ping().await.map_err(to_error)?;
+        self.set(AgentState::Ready);
+        Ok(())
+    }
+
+    /// Blocks until the agent answers (`ctl: wait agent`).
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        self.ping(timeout).await
+    }
+
+    /// Runs a command to completion through the agent.
+    pub async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput> {
+        let deadline = match self.state() {
+            AgentState::Ready => Duration::from_secs(2),
+            _ => CONNECT_DEADLINE,
+        };
+        let client = self.transport(deadline).connect().await.map_err(to_error)?;
+        self.set(AgentState::Ready);
+        let mut areq = agent::ExecRequest::new(req.cmd.clone());
+        areq.env = req.env.clone();
+        areq.working_dir = req.working_dir.clone();
+        areq.user = req.user.clone();
+        areq.timeout = req.timeout;
+        match client.exec(areq).await {
+            Ok(r) => {
+                let mut out = ExecOutput {
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    exit_code: match r.status {
+                        ExitStatus::Code(c) => i64::from(c),
+                        // As a shell reports a command killed by a signal.
+                        ExitStatus::Signal(s) => 128 + i64::from(s),
+                    },
+                    stdout_truncated: r.stdout_truncated,
+                    stderr_truncated: r.stderr_truncated,
+                    timed_out: r.timed_out,
+                };
+                out.stdout.truncate(crate::model::exec::MAX_EXEC_OUTPUT);
+                out.stderr.truncate(crate::model::exec::MAX_EXEC_OUTPUT);
+                Ok(out)
+            }
+            // A command that cannot start is a result, as in a shell.
+            Err(agent::Error::Remote { kind, message, .. })
+                if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
+            {
+                Ok(ExecOutput {
+                    stderr: format!("{message}\n").into_bytes(),
+                    exit_code: if kind == ErrorKind::NotFound {
+                        127
+                    } else {
+                        126
+                    },
+                    ..Default::default()
+                })
+            }
+            Err(e) => Err(to_error(e)),
+        }
+    }
+}
+
+/// The one mapping from agent errors to crate errors.
+pub fn to_error(e: agent::Error) -> Error {
+    let text = e.report();
+    match e {
+        agent::Error::NotAnswering { .. } => Error::Unreachable(text),
+        agent::Error::Timeout { .. } => Error::Timeout(text),
+        agent::Error::Remote {
+            kind: ErrorKind::InvalidArgument,
+            ..
+        }
+        | agent::Error::InvalidRequest(_) => Error::InvalidCommand(text),
+        agent::Error::Remote {
+            kind: ErrorKind::NotFound,
+            ..
+        } => Error::MissingFile {
+            field: "path".into(),
+            reason: text,
+        },
+        _ => Error::Runtime(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_agent_that_never_answers_is_ehostunreach_naming_the_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = GuestAgent::new(dir.path().join("vsock.sock"), 52);
+        let err = agent
+            .transport(Duration::from_millis(200))
+            .connect()
+            .await
+            .map(|_| ())
+            .map_err(to_error)
+            .unwrap_err();
+        assert_eq!(err.errno(), libc::EHOSTUNREACH);
+        assert!(
+            err.report().to_string().contains("port 52"),
+            "{}",
+            err.report()
+        );
+        assert_eq!(agent.state(), AgentState::Waiting);
+        let err = agent
+            .wait_ready(Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert_eq!(err.errno(), libc::EHOSTUNREACH);
+    }
+}
