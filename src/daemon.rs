@@ -126,8 +126,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 drop(tx);
                 let mut said = String::new();
                 rx.read_to_string(&mut said)?;
-                if said == READY {
-                    println!("hyperfleet: serving {}", opts.mount.display());
+                if let Some(summary) = said.strip_prefix(READY) {
+                    print!("{summary}");
                     return Ok(());
                 }
                 if said.is_empty() {
@@ -194,9 +194,33 @@ fn serve(
         format!("{}\n", std::process::id()),
     )?;
     tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
-    if let Some(mut tx) = ready.take() {
-        let _ = tx.write_all(READY.as_bytes());
+    let rest = match fs::read_to_string(state_dir.join("rest.addr")) {
+        Ok(a) => format!("http://{}", a.trim()),
+        Err(_) => "off (--listen ADDR)".into(),
+    };
+    let summary = format!(
+        "hyperfleet daemon (pid {pid}) is serving\n  mount: {}\n  state: {}\n  log:   {}\n  REST:  {rest}\n  stop:  hyperfleet stop-daemon{}\n",
+        opts.mount.display(),
+        state_dir.display(),
+        if opts.foreground {
+            "stderr".to_owned()
+        } else {
+            state_dir.join("hyperfleet.log").display().to_string()
+        },
+        if state_dir == default_state_dir() {
+            String::new()
+        } else {
+            format!(" --state-dir {}", state_dir.display())
+        },
+        pid = std::process::id(),
+    );
+    match ready.take() {
+        Some(mut tx) => {
+            let _ = tx.write_all(format!("{READY}{summary}").as_bytes());
+        }
+        None => eprint!("{summary}"),
     }
+    notify_systemd();
 
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -226,6 +250,29 @@ fn serve(
     let _ = fs::remove_file(state_dir.join("hyperfleet.pid"));
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+/// Tells systemd (a `Type=notify` unit) that the daemon serves, when it
+/// runs under one: a datagram to `$NOTIFY_SOCKET`.
+fn notify_systemd() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let msg = format!("READY=1\nMAINPID={}\n", std::process::id());
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|sock| {
+        let bytes = path.as_encoded_bytes();
+        // An abstract socket is written with a leading '@'.
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(msg.as_bytes(), &addr)
+        } else {
+            sock.send_to(msg.as_bytes(), std::path::Path::new(&path))
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 /// Mounts the machine filesystem for `core` at `mount_point`; it is served on

@@ -142,7 +142,8 @@ impl Error {
             Error::NoSpace(_) => libc::ENOSPC,
             Error::Runtime(_) => libc::EIO,
             Error::Store(_) => libc::EIO,
-            Error::Io { .. } => libc::EIO,
+            // The system's own word for it (ENOSPC, EACCES...) is kept.
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::Context { .. } => libc::EIO,
         }
     }

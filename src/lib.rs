@@ -29,13 +29,18 @@ pub mod store;
 pub use error::{Error, Result};
 
 /// Logs go to stderr (the daemon's log file once detached); `HYPERFLEET_LOG`
-/// takes a tracing filter such as `debug` or `hyperfleet=trace`.
+/// takes a tracing filter such as `debug` or `hyperfleet=trace`. Colours
+/// only on a terminal: a log file gets plain text.
 #[cfg(feature = "daemon")]
 pub fn init_tracing() {
+    use std::io::IsTerminal;
+    // The FUSE library reports every request it has no handler for; those
+    // that matter are handled, the rest are noise at info.
     let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -35,6 +35,13 @@ fn reads_answer_at_once_while_commits_crawl() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn writer");
+    // Measure only once a commit is in flight: the config write holds the
+    // machine's operation while its commit crawls, and `info` says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !d.read("machines/b/info").contains("\"operation\"") {
+        assert!(Instant::now() < deadline, "the config write never began");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let began = Instant::now();
     let mut latencies = Vec::new();
     for _ in 0..20 {

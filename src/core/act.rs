@@ -33,17 +33,9 @@ impl Core {
             let res = self.wait_for(m, target, timeout).await;
             return self.outcome(m, res).await;
         }
-        // A user's action decides over a restart the policy has scheduled;
-        // a stop is then done already.
-        if m.cancel_pending_restart(verb.name())
-            && matches!(verb, Verb::Stop | Verb::Kill | Verb::Shutdown)
-        {
-            return Ok(());
-        }
         // A stop overtakes a start in progress instead of queueing behind a
-        // pull that may never end.
-        let cancels = matches!(verb, Verb::Stop | Verb::Kill | Verb::Shutdown)
-            && m.op.cancel_if(&["start", "restart"], verb.name());
+        // pull that may never end; a kill overtakes a slow stop as well.
+        let cancels = m.op.cancel_if(overtaken_by(verb), verb.name());
         let wait = if cancels {
             self.settings.cancel_wait
         } else {
@@ -51,6 +43,23 @@ impl Core {
         };
         self.detached(m, move |core, m| async move {
             let op = m.op.acquire(verb.name(), wait).await?;
+            if m.is_deleted() {
+                return Err(Error::NotFound(m.name().to_string()));
+            }
+            // A user's start or stop decides over a restart the restart
+            // policy has scheduled; a stop is then done by cancelling it.
+            if decides_restarts(verb) && m.cancel_pending_restart(verb.name()) && is_stop(verb) {
+                let line = format!(
+                    "a restart by the restart policy was cancelled by {}",
+                    verb.name()
+                );
+                return core
+                    .commit(&m, |r| {
+                        r.status = Status::Stopped;
+                        r.set_error(line);
+                    })
+                    .await;
+            }
             let name = m.name();
             tracing::info!(machine = %name, id = %m.id(), op = verb.name(), "begin");
             let res = core.act_locked(&m, action, &op, cancels).await;
@@ -74,7 +83,7 @@ impl Core {
             Action::Restore { dir } => self.start_locked(m, op, StartFrom::Snapshot(dir)).await,
             Action::Restart => {
                 if matches!(m.status(), Status::Running | Status::Paused) {
-                    self.halt_locked(m, Halt::Stop).await?;
+                    self.halt_locked(m, op, Halt::Stop).await?;
                 }
                 self.start_locked(m, op, StartFrom::Spec).await
             }
@@ -84,9 +93,9 @@ impl Core {
                 // The start it cancelled left the machine stopped: done.
                 Ok(())
             }
-            Action::Stop => self.halt_locked(m, Halt::Stop).await,
-            Action::Kill => self.halt_locked(m, Halt::Kill).await,
-            Action::Shutdown { grace } => self.halt_locked(m, Halt::Shutdown(grace)).await,
+            Action::Stop => self.halt_locked(m, op, Halt::Stop).await,
+            Action::Kill => self.halt_locked(m, op, Halt::Kill).await,
+            Action::Shutdown { grace } => self.halt_locked(m, op, Halt::Shutdown(grace)).await,
             Action::Pause => self.pause_locked(m, true).await,
             Action::Resume => self.pause_locked(m, false).await,
             Action::Resize { .. }
@@ -97,4 +106,22 @@ impl Core {
             Action::Wait { .. } => Ok(()),
         }
     }
+}
+
+/// The operations `verb` cancels rather than waits for.
+pub(super) fn overtaken_by(verb: Verb) -> &'static [&'static str] {
+    match verb {
+        Verb::Kill => &["start", "restart", "restore", "stop", "shutdown"],
+        Verb::Stop | Verb::Shutdown => &["start", "restart", "restore"],
+        _ => &[],
+    }
+}
+
+fn is_stop(verb: Verb) -> bool {
+    matches!(verb, Verb::Stop | Verb::Kill | Verb::Shutdown)
+}
+
+/// Verbs by which a user decides whether the machine runs.
+fn decides_restarts(verb: Verb) -> bool {
+    is_stop(verb) || matches!(verb, Verb::Start | Verb::Restart | Verb::Restore)
 }

@@ -66,7 +66,7 @@ impl Core {
     pub(super) async fn note_error(&self, m: &Machine, err: &Error) {
         let line = err.report().to_string();
         tracing::info!(machine = %m.name(), id = %m.id(), error = %line, "operation failed");
-        if let Err(e) = self.commit(m, |r| r.error = line).await {
+        if let Err(e) = self.commit(m, |r| r.push_error(line)).await {
             tracing::warn!(machine = %m.name(), "cannot record error: {}", e.report());
         }
     }

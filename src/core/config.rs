@@ -41,9 +41,10 @@ impl Core {
                 .context("remove the old runtime's resources")?;
             m.set_live(None);
         }
+        // `error` keeps the last failure: an editor that restores the old
+        // text after a refused write must not wipe the reason away.
         self.commit(m, |r| {
             r.spec = spec;
-            r.error.clear();
             if switching {
                 r.status = Status::Pending;
                 r.exit = None;

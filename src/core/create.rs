@@ -43,38 +43,58 @@ impl Core {
     /// A machine that is `starting` has its start cancelled first.
     pub async fn delete(self: &Arc<Self>, m: &Arc<Machine>) -> Result<()> {
         m.cancel_pending_restart("rmdir");
-        let cancelled = m.op.cancel_if(&["start", "restart"], "rmdir");
+        // Like a kill: nothing in progress holds up a delete for long.
+        let cancelled =
+            m.op.cancel_if(super::act::overtaken_by(crate::model::Verb::Kill), "rmdir");
         let wait = if cancelled {
             self.settings.cancel_wait
         } else {
             self.settings.busy_wait
         };
         self.detached(m, move |core, m| async move {
-            let _op = m.op.acquire("delete", wait).await?;
-            core.delete_locked(&m).await
+            let op = m.op.acquire("delete", wait).await?;
+            core.delete_locked(&m, &op).await
         })
         .await
     }
 
-    async fn delete_locked(&self, m: &Arc<Machine>) -> Result<()> {
+    async fn delete_locked(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        op: &super::operation::OpGuard<'_>,
+    ) -> Result<()> {
         if m.is_deleted() {
             return Err(Error::NotFound(m.name().to_string()));
         }
-        let rec = m.snapshot();
+        let mut rec = m.snapshot();
+        // Left starting or stopping by a daemon that died (the slot is ours,
+        // so nothing is in progress): whatever runs is put down first.
+        if matches!(rec.status, Status::Starting | Status::Stopping) {
+            self.halt_locked(m, op, super::halt::Halt::Kill).await?;
+            rec = m.snapshot();
+        }
         if rec.status.is_active() {
             return Err(Error::Busy(format!(
                 "machine is {}; stop it before removing it",
                 rec.status
             )));
         }
-        if rec.status != Status::Pending || m.live().is_some() {
-            // A machine that ran may still hold runtime resources (a stopped
-            // container): they go first, so a failure here leaves the machine.
-            let rt = self.runtime_for(m, &rec)?;
-            let limit = self.settings.call_deadline;
-            super::operation::deadline(limit, "remove", rt.remove())
+        // A machine that ran may still hold runtime resources (a stopped
+        // container): they go first, so a failure here leaves the machine.
+        // A pending one normally has none, but a start that timed out may
+        // have left some: they are asked for too, and if the runtime cannot
+        // be reached, the orphan sweep removes them once it can.
+        let limit = self.settings.call_deadline;
+        let removed = match self.runtime_for(m, &rec) {
+            Ok(rt) => super::operation::deadline(limit, "remove", rt.remove())
                 .await
-                .context("remove its resources")?;
+                .context("remove its resources"),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Err(e) if rec.status != Status::Pending || m.live().is_some() => return Err(e),
+            Err(e) => tracing::info!(machine = %rec.name, "pending machine: {}", e.report()),
+            Ok(()) => {}
         }
         let run_dir = self.machine_ref(&rec).runtime_dir;
         match std::fs::remove_dir_all(&run_dir) {

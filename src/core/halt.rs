@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::operation::deadline;
+use super::operation::{deadline, OpGuard};
 use super::{Core, Machine};
 use crate::error::{Error, Result, ResultExt};
 use crate::model::action::DEFAULT_SHUTDOWN_GRACE;
@@ -28,11 +28,19 @@ impl Halt {
 }
 
 impl Core {
-    pub(super) async fn halt_locked(self: &Arc<Self>, m: &Arc<Machine>, how: Halt) -> Result<()> {
+    pub(super) async fn halt_locked(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        op: &OpGuard<'_>,
+        how: Halt,
+    ) -> Result<()> {
         let rec = m.snapshot();
         let mut previous = rec.status;
         match previous {
             Status::Running | Status::Paused => {}
+            // Holding the slot, these are left by a daemon that died mid-way
+            // (reconcile has not settled them yet): whatever runs is stopped.
+            Status::Starting | Status::Stopping => previous = Status::Running,
             Status::Stopped => return Err(Error::AlreadyInState(Status::Stopped.as_str())),
             s => {
                 return Err(Error::InvalidState {
@@ -54,12 +62,24 @@ impl Core {
                 }
             }
         }
-        let res = match how {
-            Halt::Stop => deadline(call + DEFAULT_SHUTDOWN_GRACE, "stop", runtime.stop()).await,
-            Halt::Shutdown(grace) => {
-                deadline(call + grace, "shutdown", runtime.shutdown(grace)).await
+        let graceful = async {
+            match how {
+                Halt::Stop => deadline(call + DEFAULT_SHUTDOWN_GRACE, "stop", runtime.stop()).await,
+                Halt::Shutdown(grace) => {
+                    deadline(call + grace, "shutdown", runtime.shutdown(grace)).await
+                }
+                Halt::Kill => deadline(call, "kill", runtime.kill()).await,
             }
-            Halt::Kill => deadline(call, "kill", runtime.kill()).await,
+        };
+        let cancelled = op.cancelled();
+        let res = tokio::select! {
+            biased;
+            res = graceful => res,
+            // A kill overtook this stop: no more grace.
+            by = cancelled => {
+                tracing::info!(machine = %rec.name, "{} overtaken by {by}", how.name());
+                deadline(call, "kill", runtime.kill()).await
+            }
         };
         if let Err(e) = res {
             self.force(m, |r| r.status = previous).await;

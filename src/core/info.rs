@@ -23,6 +23,27 @@ pub fn describe(rec: &MachineRecord) -> serde_json::Value {
 }
 
 impl Core {
+    /// `info` as the file shows it (pretty JSON and a newline), taken afresh
+    /// unless one taken within `fresh` is at hand: a `stat` followed by an
+    /// `open` (as `tar` and `cp` do) then sees one size and the same bytes.
+    pub async fn info_text(
+        &self,
+        m: &std::sync::Arc<Machine>,
+        fresh: std::time::Duration,
+    ) -> Result<std::sync::Arc<Vec<u8>>> {
+        if let Some((at, text)) = &*super::machine::lock(&m.info_cache) {
+            if at.elapsed() < fresh {
+                return Ok(text.clone());
+            }
+        }
+        let v = self.info(m).await?;
+        let mut text = serde_json::to_vec_pretty(&v).map_err(|e| Error::Runtime(e.to_string()))?;
+        text.push(b'\n');
+        let text = std::sync::Arc::new(text);
+        *super::machine::lock(&m.info_cache) = Some((std::time::Instant::now(), text.clone()));
+        Ok(text)
+    }
+
     /// The stored facts, what is in progress, and live facts from the runtime.
     pub async fn info(&self, m: &std::sync::Arc<Machine>) -> Result<serde_json::Value> {
         let rec = m.snapshot();

@@ -52,6 +52,12 @@ pub struct Machine {
     pub(super) follower: Mutex<Option<tokio::task::AbortHandle>>,
     /// A restart the restart policy has scheduled; a stop cancels it.
     pub(super) restart_pending: Mutex<Option<Cancel>>,
+    /// The last `info` rendered, and when: `stat` and `open` of `info`
+    /// within a moment of each other see the same bytes.
+    pub(super) info_cache: Mutex<Option<(Instant, Arc<Vec<u8>>)>>,
+    /// Exec sessions, by number.
+    pub(super) sessions: Mutex<std::collections::BTreeMap<u64, Arc<super::session::Session>>>,
+    pub(super) next_session: AtomicU64,
     /// When reconcile first saw the workload in a transitional state.
     pub(super) transitional_since: Mutex<Option<Instant>>,
     pub(super) log: LogFile,
@@ -89,6 +95,9 @@ impl Machine {
             restarts: AtomicU32::new(0),
             follower: Mutex::new(None),
             restart_pending: Mutex::new(None),
+            info_cache: Mutex::new(None),
+            sessions: Mutex::default(),
+            next_session: AtomicU64::new(1),
             transitional_since: Mutex::new(None),
             log,
         }

@@ -21,6 +21,7 @@ mod machine;
 mod operation;
 mod reconcile;
 mod run;
+mod session;
 mod start;
 mod wait;
 
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use info::describe;
 pub use logsink::{LogFile, LOG_CAP};
 pub use machine::Machine;
+pub use session::{Session, Stream, MAX_SESSIONS, SESSION_IDS};
 
 use crate::error::{Error, Result};
 use crate::model::{MachineName, MachineRecord, RuntimeKind, Status, Verb};

@@ -65,7 +65,11 @@ impl Core {
             Err(e) => {
                 // Leave the status alone: the workload may well be running.
                 tracing::warn!(machine = %rec.name, "cannot reconcile: {}", e.report());
-                self.note_error(m, &e.context("reconcile")).await;
+                let err = e.context("reconcile");
+                // Once is enough: this runs every half second until it works.
+                if m.with_record(|r| r.error != err.report().to_string()) {
+                    self.note_error(m, &err).await;
+                }
                 return false;
             }
         };
@@ -77,14 +81,21 @@ impl Core {
                     return false;
                 }
                 // It never settled. Whatever it is, it must not run behind a
-                // status that says it does not.
-                let _ = deadline(call, "kill", runtime.kill()).await;
-                Observed::Exited {
-                    exit: Exit::Unknown,
-                    reason: Some(format!(
-                        "its workload stayed {what} for {:.0}s after hyperfleet restarted, and was killed",
-                        since.elapsed().as_secs_f64()
-                    )),
+                // status that says it does not: it is killed, and if it is
+                // still not settled (a container that was created and never
+                // started cannot be killed), removed.
+                match self.put_down(&runtime).await {
+                    Ok(()) => Observed::Exited {
+                        exit: Exit::Unknown,
+                        reason: Some(format!(
+                            "its workload stayed {what} for {:.0}s after hyperfleet restarted, and was put down",
+                            since.elapsed().as_secs_f64()
+                        )),
+                    },
+                    Err(e) => {
+                        tracing::warn!(machine = %rec.name, "cannot put down a {what} workload: {}", e.report());
+                        return false;
+                    }
                 }
             }
             o => o,
@@ -101,25 +112,39 @@ impl Core {
                     runtime.stop(),
                 )
                 .await;
-                let exit = match deadline(call, "observe", runtime.observe()).await {
-                    Ok(Observed::Exited { exit, .. }) => Some(exit),
-                    _ => None,
-                };
-                let note = match stopped {
-                    Ok(()) => "hyperfleet stopped while stopping it; the stop was completed when it restarted".to_owned(),
-                    Err(e) => format!("hyperfleet stopped while stopping it; completing the stop failed: {}", e.report()),
-                };
-                m.set_live(Some(runtime));
-                self.force(m, |r| {
-                    r.status = if exit.is_some() {
-                        Status::Stopped
-                    } else {
-                        Status::Running
-                    };
-                    r.exit = exit;
-                    r.error = note;
-                })
-                .await;
+                match deadline(call, "observe", runtime.observe()).await {
+                    Ok(o @ (Observed::Exited { .. } | Observed::Missing)) => {
+                        let exit = match o {
+                            Observed::Exited { exit, .. } => Some(exit),
+                            _ => None,
+                        };
+                        m.set_live(Some(runtime));
+                        self.force(m, |r| {
+                            r.status = Status::Stopped;
+                            r.exit = exit;
+                            r.set_error(
+                                "hyperfleet stopped while stopping it; the stop was completed when it restarted"
+                                    .into(),
+                            );
+                        })
+                        .await;
+                    }
+                    still => {
+                        // It runs on: it is followed as running, and the
+                        // failed stop is said, so the user can stop it again.
+                        let why = match (stopped, still) {
+                            (Err(e), _) | (_, Err(e)) => e.report().to_string(),
+                            (Ok(()), Ok(o)) => format!("the workload is still {o:?}"),
+                        };
+                        self.adopt_run(m, runtime, Status::Running).await;
+                        self.force(m, |r| {
+                            r.set_error(format!(
+                                "hyperfleet stopped while stopping it; completing the stop failed: {why}"
+                            ))
+                        })
+                        .await;
+                    }
+                }
             }
             Observed::Running | Observed::Paused => {
                 let status = if observed == Observed::Running {
@@ -127,10 +152,7 @@ impl Core {
                 } else {
                     Status::Paused
                 };
-                let generation = m.next_generation();
-                m.set_live(Some(runtime.clone()));
-                self.force(m, |r| r.status = status).await;
-                self.follow_run(m, runtime, generation, RunLog::Resume);
+                self.adopt_run(m, runtime, status).await;
                 tracing::info!(machine = %rec.name, id = %rec.id, %status, "re-adopted");
             }
             Observed::Exited { exit, reason } => {
@@ -150,7 +172,7 @@ impl Core {
                 self.force(m, |r| {
                     r.status = status;
                     r.exit = Some(exit);
-                    r.error = error;
+                    r.set_error(error);
                 })
                 .await;
             }
@@ -158,17 +180,52 @@ impl Core {
                 let kind = rec.spec.runtime_type();
                 self.force(m, |r| {
                     r.status = Status::Failed;
-                    r.error = if rec.status == Status::Starting {
+                    r.set_error(if rec.status == Status::Starting {
                         format!("hyperfleet stopped while starting it; no {kind} workload was left")
                     } else {
                         format!("its {kind} workload disappeared{DOWN}")
-                    };
+                    });
                 })
                 .await
             }
             Observed::Transitional(_) => {}
         }
         true
+    }
+
+    /// Makes a workload found running the machine's current, followed run.
+    async fn adopt_run(
+        self: &Arc<Self>,
+        m: &Arc<Machine>,
+        runtime: Arc<dyn crate::runtime::Runtime>,
+        status: Status,
+    ) {
+        let generation = m.next_generation();
+        m.set_live(Some(runtime.clone()));
+        self.force(m, |r| r.status = status).await;
+        self.follow_run(m, runtime, generation, RunLog::Resume);
+    }
+
+    /// Ends a workload that never settled: kill, and remove what a kill
+    /// cannot end; succeeds only once the runtime says nothing runs.
+    async fn put_down(
+        &self,
+        runtime: &Arc<dyn crate::runtime::Runtime>,
+    ) -> crate::error::Result<()> {
+        let call = self.settings.call_deadline;
+        deadline(call, "kill", runtime.kill()).await?;
+        if let Observed::Exited { .. } | Observed::Missing =
+            deadline(call, "observe", runtime.observe()).await?
+        {
+            return Ok(());
+        }
+        deadline(call, "remove", runtime.remove()).await?;
+        match deadline(call, "observe", runtime.observe()).await? {
+            Observed::Exited { .. } | Observed::Missing => Ok(()),
+            o => Err(crate::error::Error::Runtime(format!(
+                "it is still {o:?} after a kill and a removal"
+            ))),
+        }
     }
 
     /// Removes runtime resources labelled with this instance whose machine
@@ -179,7 +236,14 @@ impl Core {
             if !self.health(*kind).is_available() {
                 continue;
             }
-            let owned = match driver.owned_machine_ids(&self.instance).await {
+            let call = self.settings.call_deadline;
+            let owned = match deadline(
+                call,
+                "list resources",
+                driver.owned_machine_ids(&self.instance),
+            )
+            .await
+            {
                 Ok(ids) => ids,
                 Err(e) => {
                     tracing::warn!("cannot list {kind} resources: {}", e.report());
@@ -196,7 +260,7 @@ impl Core {
                     runtime_dir: self.run_dir.join(&id),
                 };
                 let removed = match driver.runtime(&mref, &Default::default(), null_sink()) {
-                    Ok(rt) => rt.remove().await,
+                    Ok(rt) => deadline(call, "remove", rt.remove()).await,
                     Err(e) => Err(e),
                 };
                 match removed {

@@ -39,15 +39,19 @@ impl Core {
         generation: u64,
         log: RunLog,
     ) {
+        // The old run's output stops first, so none of it lands in the new log.
+        let run = match log {
+            RunLog::Resume => m.log_run.load(Ordering::SeqCst),
+            RunLog::Fresh | RunLog::Append => m.log_run.fetch_add(1, Ordering::SeqCst) + 1,
+        };
+        if let Some(old) = lock(&m.follower).take() {
+            old.abort();
+        }
         if log == RunLog::Fresh {
             if let Err(e) = m.log.reset() {
                 tracing::warn!(machine = %m.name(), "cannot reset log: {e}");
             }
         }
-        let run = match log {
-            RunLog::Resume => m.log_run.load(Ordering::SeqCst),
-            RunLog::Fresh | RunLog::Append => m.log_run.fetch_add(1, Ordering::SeqCst) + 1,
-        };
         let resume = log == RunLog::Resume;
         let sink = RunSink::new(m, run);
         let rt = runtime.clone();
@@ -57,9 +61,7 @@ impl Core {
                 tracing::debug!(machine = %name, "output follower ended: {}", e.report());
             }
         });
-        if let Some(old) = lock(&m.follower).replace(follower.abort_handle()) {
-            old.abort();
-        }
+        lock(&m.follower).replace(follower.abort_handle());
         let core = self.clone();
         let machine = m.clone();
         tokio::spawn(async move { core.watch_exit(machine, runtime, generation).await });
@@ -103,7 +105,7 @@ impl Core {
                     m.next_generation();
                     self.force(&m, |r| {
                         r.status = Status::Failed;
-                        r.error = "the workload disappeared from its runtime".into();
+                        r.set_error("the workload disappeared from its runtime".into());
                     })
                     .await;
                     return;
@@ -130,7 +132,7 @@ impl Core {
             self.force(&m, |r| {
                 r.status = status;
                 r.exit = Some(exit);
-                r.error = error;
+                r.set_error(error);
             })
             .await;
             drop(op);
@@ -179,17 +181,26 @@ impl Core {
             }
             let op = m.op.acquire_internal("start").await;
             // A stop, a start or a delete in the meantime decided otherwise.
-            let still_due = lock(&m.restart_pending)
-                .as_ref()
-                .is_some_and(|c| c.same(&cancel));
-            if !still_due || m.is_deleted() || !m.status().can_start() {
+            {
+                let mut pending = lock(&m.restart_pending);
+                if !pending.as_ref().is_some_and(|c| c.same(&cancel)) {
+                    return;
+                }
+                pending.take();
+            }
+            if m.is_deleted() || !m.status().can_start() {
                 return;
             }
-            lock(&m.restart_pending).take();
             let res = core.start_locked(&m, &op, StartFrom::Policy).await;
             drop(op);
             if let Err(e) = core.outcome(&m, res).await {
                 tracing::warn!(machine = %m.name(), "restart by policy failed: {}", e.report());
+                // The policy still holds: try again, backing off further.
+                let n = m.restarts.fetch_add(1, Ordering::SeqCst);
+                let delay = FIRST_BACKOFF
+                    .saturating_mul(1u32 << n.min(16))
+                    .min(MAX_BACKOFF);
+                core.schedule_restart(&m, delay);
             }
         });
     }

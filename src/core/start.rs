@@ -9,7 +9,7 @@ use super::run::RunLog;
 use super::{Core, Machine};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, Status};
-use crate::runtime::Runtime;
+use crate::runtime::{Observed, Runtime};
 
 /// What a start starts from.
 pub(super) enum StartFrom {
@@ -62,23 +62,26 @@ impl Core {
         };
         let cancelled = op.cancelled();
         tokio::select! {
+            // A start that has finished wins over a cancel arriving with it.
+            biased;
             res = deadline(self.settings.start_deadline, verb, attempt) => {
                 if let Err(e) = res {
                     m.log.note(&format!("{verb} failed: {}", e.report()));
-                    let e = e.context(verb);
-                    // The runtime left nothing half-created: back to where we were.
+                    // A runtime cleans up after its own failures, but not
+                    // after a start cut short by the deadline: what that
+                    // start made must not run behind a status that says not.
+                    if let Err(l) = self.undo_start(&runtime).await {
+                        // The start's own failure is what the caller hears;
+                        // the runtime's unavailability usually explains both.
+                        tracing::warn!(machine = %m.name(), "cleaning up a failed start: {}", l.report());
+                    }
                     self.force(m, |r| r.status = previous).await;
-                    return Err(e);
+                    return Err(e.context(verb));
                 }
             }
             by = cancelled => {
                 // The start's future is dropped here; what it made goes too.
-                let undone = deadline(
-                    self.settings.call_deadline,
-                    "cleaning up the cancelled start",
-                    runtime.abandon_start(),
-                )
-                .await;
+                let undone = self.undo_start(&runtime).await;
                 let err = Error::Cancelled { operation: verb.into(), by };
                 let mut line = err.report().to_string();
                 if let Err(e) = undone {
@@ -87,7 +90,7 @@ impl Core {
                 m.log.note(&line);
                 self.force(m, |r| {
                     r.status = Status::Stopped;
-                    r.error = line;
+                    r.set_error(line);
                 })
                 .await;
                 return Err(err);
@@ -98,6 +101,31 @@ impl Core {
             _ => RunLog::Fresh,
         };
         self.begin_run(m, runtime, previous, log).await
+    }
+
+    /// Makes sure nothing of an interrupted start runs: what the runtime
+    /// knows it made goes, and if the start had taken effect after all (a
+    /// cancel that landed as the engine finished), that workload is killed.
+    async fn undo_start(&self, runtime: &Arc<dyn Runtime>) -> Result<()> {
+        let call = self.settings.call_deadline;
+        deadline(
+            call,
+            "cleaning up the interrupted start",
+            runtime.abandon_start(),
+        )
+        .await?;
+        match deadline(call, "observe", runtime.observe()).await? {
+            Observed::Running | Observed::Paused | Observed::Transitional(_) => {
+                deadline(call, "kill", runtime.kill()).await?;
+                match deadline(call, "observe", runtime.observe()).await? {
+                    Observed::Exited { .. } | Observed::Missing => Ok(()),
+                    o => Err(Error::Runtime(format!(
+                        "the interrupted start's workload is still {o:?} after a kill"
+                    ))),
+                }
+            }
+            Observed::Exited { .. } | Observed::Missing => Ok(()),
+        }
     }
 
     /// Records a workload that now runs as the machine's current run and

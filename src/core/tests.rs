@@ -25,7 +25,7 @@ fn settings() -> Settings {
         cancel_wait: Duration::from_secs(5),
         start_deadline: Duration::from_secs(5),
         call_deadline: Duration::from_secs(5),
-        transitional_patience: Duration::from_secs(2),
+        transitional_patience: Duration::from_secs(1),
     }
 }
 
@@ -160,21 +160,18 @@ async fn a_cancelled_start_leaves_the_previous_run_alone() {
     let m = r.machine("vm").await;
     r.core.act(&m, Action::Start).await.unwrap();
     r.core.act(&m, Action::Stop).await.unwrap();
-    let mut k = Knobs {
+    // The engine has begun the new run (its workload is `created`) when the
+    // stop comes: cancelling must restore the last run's workload.
+    r.knobs(Knobs {
         finish_start_after_ms: Some(60_000),
         ..Default::default()
-    };
-    k.ops.insert(
-        "start".into(),
-        OpKnob {
-            delay_ms: 60_000,
-            ..Default::default()
-        },
-    );
-    r.knobs(k);
+    });
     let (core, starting) = (r.core.clone(), m.clone());
     let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
-    eventually("starting", || m.status() == Status::Starting).await;
+    eventually("the engine creating the new run", || {
+        r.engine_state(&m).as_deref() == Some("created")
+    })
+    .await;
     r.core.act(&m, Action::Stop).await.unwrap();
     assert!(start.await.unwrap().is_err());
     // The last run's workload is still there, exited.
@@ -243,6 +240,30 @@ async fn wait_sees_a_status_the_machine_only_passed_through() {
     wait.await
         .unwrap()
         .expect("wait running must see the brief running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_sees_a_status_that_came_and_went_before_it_woke() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let (core, waiting) = (r.core.clone(), m.clone());
+    let wait = tokio::spawn(async move {
+        core.wait_for(
+            &waiting,
+            WaitTarget::Status(Status::Running),
+            Duration::from_secs(5),
+        )
+        .await
+    });
+    eventually("the waiter subscribed", || m.changed.receiver_count() > 0).await;
+    // Two changes with no chance for the waiter to run in between: a
+    // waiter that only looks at the latest status would miss `running`.
+    let mut rec = m.snapshot();
+    rec.status = Status::Running;
+    m.publish(rec.clone());
+    rec.status = Status::Stopped;
+    m.publish(rec);
+    wait.await.unwrap().expect("wait running missed it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,7 +559,7 @@ async fn reconcile_finishes_a_stop_it_finds_interrupted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_gives_up_on_a_workload_that_never_settles_and_kills_it() {
+async fn reconcile_puts_down_a_workload_that_never_settles() {
     let r = rig();
     let m = r.machine("vm").await;
     r.knobs(Knobs {
@@ -561,7 +582,8 @@ async fn reconcile_gives_up_on_a_workload_that_never_settles_and_kills_it() {
     let m2 = core.get("vm").unwrap();
     assert_eq!(m2.status(), Status::Failed);
     assert_eq!(m2.snapshot().exit, Some(Exit::Unknown));
-    assert_eq!(r.engine_state(&m2).as_deref(), Some("exited"));
+    // A kill cannot end a workload that was never started: it is removed.
+    assert_eq!(r.engine_state(&m2), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,4 +616,330 @@ async fn a_handle_never_reaches_a_machine_recreated_under_its_name() {
     assert_eq!(new.status(), Status::Pending);
     assert!(!new.is_deleted());
     assert_eq!(r.core.get("vm").unwrap().id(), new.id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_streams_stdin_to_stdout_and_ends_with_its_exit_code() {
+    use crate::core::Stream;
+    use crate::model::{StreamControl, StreamRequest};
+    let r = rig();
+    let m = r.machine("vm").await;
+    let s = r.core.open_session(&m).unwrap();
+    let cat = StreamRequest::parse(b"cat").unwrap();
+    // Not running yet: no session command.
+    let err = r.core.start_session(&m, &s, cat.clone()).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core.start_session(&m, &s, cat.clone()).await.unwrap();
+    assert!(
+        r.core.start_session(&m, &s, cat).await.is_err(),
+        "started twice"
+    );
+    s.write_stdin(b"hello ").await.unwrap();
+    s.write_stdin(b"world").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 11 {
+        got.extend(s.read(Stream::Stdout, 4).await);
+    }
+    assert_eq!(got, b"hello world");
+    s.control(StreamControl::CloseStdin).await.unwrap();
+    assert_eq!(s.wait_exit().await, 0);
+    assert!(
+        s.read(Stream::Stdout, 100).await.is_empty(),
+        "no EOF after exit"
+    );
+    assert!(s.write_stdin(b"late").await.is_err());
+    assert_eq!(r.core.sessions(&m), vec![s.id]);
+    r.core.release_session(&m, &s);
+    assert!(r.core.sessions(&m).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_holder_letting_go_kills_the_sessions_command() {
+    use crate::model::{StreamControl, StreamRequest};
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let s = r.core.open_session(&m).unwrap();
+    r.core.hold_session(&s);
+    r.core
+        .start_session(&m, &s, StreamRequest::parse(b"cat").unwrap())
+        .await
+        .unwrap();
+    r.core.release_session(&m, &s);
+    assert_eq!(r.core.sessions(&m), vec![s.id], "one holder is left");
+    s.control(StreamControl::Signal(libc::SIGINT))
+        .await
+        .unwrap();
+    assert_eq!(s.wait_exit().await, 128 + i64::from(libc::SIGINT));
+    r.core.release_session(&m, &s);
+    assert!(r.core.sessions(&m).is_empty());
+    for _ in 0..crate::core::MAX_SESSIONS {
+        r.core.open_session(&m).unwrap();
+    }
+    assert_eq!(r.core.open_session(&m).unwrap_err().errno(), libc::EBUSY);
+}
+
+// ----- regressions found in review -----
+
+fn rig_with(s: Settings) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("engine");
+    std::fs::create_dir_all(&engine).unwrap();
+    let fake = FakeDriver::new(crate::model::RuntimeKind::Firecracker, &engine);
+    let store = Faults::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(fake.clone())];
+    let core = Core::open_with(dir.path(), Arc::new(store.clone()), drivers, s).unwrap();
+    Rig {
+        core,
+        fake,
+        store,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_past_its_deadline_leaves_nothing_running() {
+    let r = rig_with(Settings {
+        start_deadline: Duration::from_millis(300),
+        ..settings()
+    });
+    let m = r.machine("vm").await;
+    r.knobs(Knobs {
+        finish_start_after_ms: Some(800),
+        ..Default::default()
+    });
+    let err = r.core.act(&m, Action::Start).await.unwrap_err();
+    assert_eq!(err.errno(), libc::ETIMEDOUT, "{}", err.report());
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    eprintln!("status={} engine={:?}", m.status(), r.engine_state(&m));
+    assert!(
+        !(m.status() != Status::Running && r.engine_state(&m).as_deref() == Some("running")),
+        "status {} while the engine runs the workload",
+        m.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_stop_reconcile_cannot_finish_is_followed_as_running() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.core
+        .commit(&m, |rec| rec.status = Status::Stopping)
+        .await
+        .unwrap();
+    let mut k = Knobs::default();
+    k.ops.insert(
+        "stop".into(),
+        OpKnob {
+            fail: Some("engine hiccup".into()),
+            ..Default::default()
+        },
+    );
+    r.knobs(k);
+    let core = restart(&r).await;
+    core.reconcile(false).await;
+    let m2 = core.get("vm").unwrap();
+    assert_eq!(m2.status(), Status::Running);
+    r.knobs(Knobs::default());
+    // The workload now ends by itself (engine-side).
+    let rt = core.new_runtime(&m2, &m2.snapshot()).unwrap();
+    rt.kill().await.unwrap();
+    assert_eq!(r.engine_state(&m2).as_deref(), Some("exited"));
+    for _ in 0..10 {
+        core.reconcile(false).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        m2.status() != Status::Running,
+        "status stays {} although the workload exited (nobody watches it)",
+        m2.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_puts_down_a_workload_a_kill_cannot_end() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = Knobs {
+        finish_start_after_ms: Some(1500),
+        ..Default::default()
+    };
+    k.ops.insert(
+        "kill".into(),
+        OpKnob {
+            fail: Some("not running".into()),
+            ..Default::default()
+        },
+    );
+    r.knobs(k);
+    r.core
+        .commit(&m, |rec| rec.status = Status::Starting)
+        .await
+        .unwrap();
+    let rt = r.core.new_runtime(&m, &m.snapshot()).unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(50), rt.start())
+        .await
+        .is_err());
+    let core = restart(&r).await;
+    assert!(!core.reconcile(false).await);
+    tokio::time::sleep(settings().transitional_patience).await;
+    core.reconcile(false).await;
+    let m2 = core.get("vm").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    core.reconcile(false).await;
+    eprintln!(
+        "status={} engine={:?} error={}",
+        m2.status(),
+        r.engine_state(&m2),
+        m2.snapshot().error
+    );
+    assert!(
+        !(m2.status() == Status::Failed && r.engine_state(&m2).as_deref() == Some("running")),
+        "recorded failed while its workload runs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_pause_leaves_the_restart_policy_alone() {
+    let r = rig();
+    let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
+    r.knobs(Knobs {
+        exit_after_ms: Some(50),
+        exit_code: 3,
+        ..Default::default()
+    });
+    r.core.act(&m, Action::Start).await.unwrap();
+    eventually("failed", || m.status() == Status::Failed).await;
+    let err = r.core.act(&m, Action::Pause).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EINVAL);
+    r.knobs(Knobs::default());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let starts = r.fake.state(&m.id()).unwrap().starts;
+    assert!(
+        starts >= 2,
+        "a refused `pause` silently cancelled the on-failure restart (starts={starts}, status={})",
+        m.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_landing_as_the_engine_finishes_the_start_leaves_nothing_running() {
+    let mut bad = 0;
+    for i in 0..6 {
+        let r = rig();
+        let m = r.machine(&format!("vm{i}")).await;
+        r.knobs(Knobs {
+            finish_start_after_ms: Some(150),
+            ..Default::default()
+        });
+        let (core, starting) = (r.core.clone(), m.clone());
+        let start = tokio::spawn(async move { core.act(&starting, Action::Start).await });
+        // The moment the engine has finished the start (it settles lazily).
+        loop {
+            if r.engine_state(&m).as_deref() == Some("running") {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let kill = r.core.act(&m, Action::Kill).await;
+        let started = start.await.unwrap();
+        let st = m.status();
+        let eng = r.engine_state(&m);
+        eprintln!(
+            "run {i}: start={:?} kill={:?} status={st} engine={eng:?}",
+            started.as_ref().err().map(|e| e.report().to_string()),
+            kill.as_ref().err().map(|e| e.report().to_string())
+        );
+        if st != Status::Running && eng.as_deref() == Some("running") {
+            bad += 1;
+        }
+    }
+    assert_eq!(
+        bad, 0,
+        "{bad}/6 runs left the machine not running while the engine runs it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_overtakes_a_slow_shutdown() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.knobs(hang("stop"));
+    let (core, stopping) = (r.core.clone(), m.clone());
+    let _stop = tokio::spawn(async move {
+        core.act(
+            &stopping,
+            Action::Shutdown {
+                grace: Duration::from_secs(3600),
+            },
+        )
+        .await
+    });
+    eventually("stopping", || m.status() == Status::Stopping).await;
+    // The kill does not wait out the hour: it ends the workload now.
+    r.core.act(&m, Action::Kill).await.unwrap();
+    assert_eq!(m.status(), Status::Stopped);
+    assert_eq!(r.engine_state(&m).as_deref(), Some("exited"));
+    assert!(
+        _stop.await.unwrap().is_ok(),
+        "the overtaken shutdown failed"
+    );
+    r.knobs(Knobs::default());
+    // The same for a delete.
+    r.core.act(&m, Action::Start).await.unwrap();
+    r.knobs(hang("stop"));
+    let (core, stopping) = (r.core.clone(), m.clone());
+    let stop = tokio::spawn(async move { core.act(&stopping, Action::Stop).await });
+    eventually("stopping", || m.status() == Status::Stopping).await;
+    r.core.delete(&m).await.unwrap();
+    assert!(m.is_deleted());
+    let _ = stop.await.unwrap();
+    assert_eq!(r.engine_state(&m), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_restart_backoff_leaves_the_machine_stopped() {
+    let r = rig();
+    let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
+    r.knobs(Knobs {
+        exit_after_ms: Some(50),
+        exit_code: 3,
+        ..Default::default()
+    });
+    r.core.act(&m, Action::Start).await.unwrap();
+    eventually("failed", || m.status() == Status::Failed).await;
+    r.core.act(&m, Action::Stop).await.unwrap();
+    eprintln!("after a successful stop: status={}", m.status());
+    assert_eq!(
+        m.status(),
+        Status::Stopped,
+        "`stop` succeeded but the machine is {}",
+        m.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmdir_after_a_timed_out_first_start_leaves_nothing() {
+    let r = rig_with(Settings {
+        start_deadline: Duration::from_millis(300),
+        ..settings()
+    });
+    let m = r.machine("vm").await;
+    r.knobs(Knobs {
+        finish_start_after_ms: Some(800),
+        ..Default::default()
+    });
+    let _ = r.core.act(&m, Action::Start).await.unwrap_err();
+    assert_eq!(m.status(), Status::Pending);
+    r.core.delete(&m).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        r.engine_state(&m),
+        None,
+        "machine deleted, its workload is {:?}",
+        r.engine_state(&m)
+    );
 }

@@ -60,6 +60,14 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
             .unwrap_or_default(),
         FileKind::Error if rec.error.is_empty() => Vec::new(),
         FileKind::Error => format!("{}\n", rec.error).into_bytes(),
+        FileKind::Errors => rec
+            .errors
+            .iter()
+            .map(|(ms, line)| format!("{} {line}\n", crate::model::time::iso8601(*ms)))
+            .collect::<String>()
+            .into_bytes(),
+        // Its content is the session it makes, rendered at open.
+        FileKind::ExecNew => Vec::new(),
         FileKind::Info | FileKind::Logs => Vec::new(),
     }
 }

@@ -21,6 +21,8 @@ pub(super) struct OpenFile {
     pub pending: Vec<u8>,
     /// This handle already applied a config; later whitespace is harmless.
     pub applied: bool,
+    /// The exec session this handle keeps alive, if any.
+    pub held: Option<super::session::Held>,
 }
 
 impl OpenFile {
@@ -31,6 +33,7 @@ impl OpenFile {
             read_base: 0,
             pending: Vec::new(),
             applied: false,
+            held: None,
         }
     }
 

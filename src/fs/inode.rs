@@ -17,10 +17,12 @@ pub enum FileKind {
     Info,
     Logs,
     Error,
+    Errors,
+    ExecNew,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 10] = [
+    pub const ALL: [FileKind; 12] = [
         FileKind::Id,
         FileKind::Config,
         FileKind::Status,
@@ -31,6 +33,8 @@ impl FileKind {
         FileKind::Info,
         FileKind::Logs,
         FileKind::Error,
+        FileKind::Errors,
+        FileKind::ExecNew,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +49,8 @@ impl FileKind {
             FileKind::Info => "info",
             FileKind::Logs => "logs",
             FileKind::Error => "error",
+            FileKind::Errors => "errors",
+            FileKind::ExecNew => "exec.new",
         }
     }
 
@@ -59,8 +65,10 @@ impl FileKind {
         match self {
             FileKind::Config | FileKind::Exec => 0o600,
             FileKind::ExecStderr | FileKind::ExecExit | FileKind::Info | FileKind::Logs => 0o400,
+            // Opening it makes a session, which runs commands: the owner's.
+            FileKind::ExecNew => 0o400,
             FileKind::Ctl => 0o644,
-            FileKind::Id | FileKind::Status | FileKind::Error => 0o444,
+            FileKind::Id | FileKind::Status | FileKind::Error | FileKind::Errors => 0o444,
         }
     }
 
@@ -70,6 +78,59 @@ impl FileKind {
 
     fn slot(self) -> u64 {
         FileKind::ALL.iter().position(|k| *k == self).unwrap_or(0) as u64 + 1
+    }
+}
+
+/// Files of an exec session directory (`sessions/<n>/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionFile {
+    Ctl,
+    Stdin,
+    Stdout,
+    Stderr,
+    Exit,
+}
+
+impl SessionFile {
+    pub const ALL: [SessionFile; 5] = [
+        SessionFile::Ctl,
+        SessionFile::Stdin,
+        SessionFile::Stdout,
+        SessionFile::Stderr,
+        SessionFile::Exit,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionFile::Ctl => "ctl",
+            SessionFile::Stdin => "stdin",
+            SessionFile::Stdout => "stdout",
+            SessionFile::Stderr => "stderr",
+            SessionFile::Exit => "exit",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SessionFile> {
+        SessionFile::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    pub fn perm(self) -> u16 {
+        match self {
+            SessionFile::Ctl | SessionFile::Stdin => 0o600,
+            SessionFile::Stdout | SessionFile::Stderr | SessionFile::Exit => 0o400,
+        }
+    }
+
+    pub fn writable(self) -> bool {
+        matches!(self, SessionFile::Ctl | SessionFile::Stdin)
+    }
+
+    fn slot(self) -> u64 {
+        SessionFile::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(0) as u64
+            + 1
     }
 }
 
@@ -89,6 +150,11 @@ pub enum Node {
     File(u64, FileKind),
     StatusLink(u64),
     RuntimeLink(u64),
+    /// `machines/<m>/sessions/`
+    SessionsDir(u64),
+    /// `machines/<m>/sessions/<n>/`: (machine seq, session number)
+    Session(u64, u64),
+    SessionFile(u64, u64, SessionFile),
 }
 
 const STATUS_DIRS: u64 = 0x100;
@@ -99,6 +165,11 @@ const MACHINES: u64 = 1 << 20;
 const SLOTS: u64 = 64;
 const SLOT_STATUS_LINK: u64 = 32;
 const SLOT_RUNTIME_LINK: u64 = 33;
+const SLOT_SESSIONS: u64 = 34;
+/// Session nodes live above every other number: (seq << 24) | (n << 4) | file.
+pub const SESSIONS: u64 = 1 << 60;
+const SESSION_SHIFT: u64 = 4;
+const SEQ_SHIFT: u64 = 24;
 
 fn status_index(s: Status) -> u64 {
     Status::ALL.iter().position(|x| *x == s).unwrap_or(0) as u64
@@ -124,6 +195,11 @@ impl Node {
             Node::File(seq, kind) => MACHINES + seq * SLOTS + kind.slot(),
             Node::StatusLink(seq) => MACHINES + seq * SLOTS + SLOT_STATUS_LINK,
             Node::RuntimeLink(seq) => MACHINES + seq * SLOTS + SLOT_RUNTIME_LINK,
+            Node::SessionsDir(seq) => MACHINES + seq * SLOTS + SLOT_SESSIONS,
+            Node::Session(seq, n) => SESSIONS | (seq << SEQ_SHIFT) | (n << SESSION_SHIFT),
+            Node::SessionFile(seq, n, f) => {
+                SESSIONS | (seq << SEQ_SHIFT) | (n << SESSION_SHIFT) | f.slot()
+            }
         }
     }
 
@@ -133,6 +209,18 @@ impl Node {
                 .contains(&ino)
                 .then(|| (ino - base) as usize)
         };
+        if ino >= SESSIONS {
+            let rest = ino - SESSIONS;
+            let (seq, n, slot) = (
+                rest >> SEQ_SHIFT,
+                (rest >> SESSION_SHIFT) & ((1 << (SEQ_SHIFT - SESSION_SHIFT)) - 1),
+                rest & ((1 << SESSION_SHIFT) - 1),
+            );
+            return Some(match slot {
+                0 => Node::Session(seq, n),
+                s => Node::SessionFile(seq, n, *SessionFile::ALL.get(s as usize - 1)?),
+            });
+        }
         Some(match ino {
             1 => Node::Root,
             2 => Node::Readme,
@@ -146,6 +234,7 @@ impl Node {
                     0 => Node::Machine(seq),
                     SLOT_STATUS_LINK => Node::StatusLink(seq),
                     SLOT_RUNTIME_LINK => Node::RuntimeLink(seq),
+                    SLOT_SESSIONS => Node::SessionsDir(seq),
                     slot => Node::File(seq, *FileKind::ALL.get(slot as usize - 1)?),
                 }
             }
@@ -193,8 +282,13 @@ mod tests {
                 Node::Machine(seq),
                 Node::StatusLink(seq),
                 Node::RuntimeLink(seq),
+                Node::SessionsDir(seq),
             ]);
             nodes.extend(FileKind::ALL.map(|k| Node::File(seq, k)));
+            for n in [1, 7, (1 << 20) - 1] {
+                nodes.push(Node::Session(seq, n));
+                nodes.extend(SessionFile::ALL.map(|f| Node::SessionFile(seq, n, f)));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for n in nodes {

@@ -12,6 +12,8 @@ mod attr;
 mod content;
 mod handles;
 pub mod inode;
+mod mkdir;
+mod session;
 mod tree;
 mod write;
 
@@ -33,6 +35,10 @@ use attr::node_of;
 use handles::{lock, Handle, HandleTable};
 use inode::{FileKind, Node};
 
+/// How old an `info` may be to be served again rather than taken afresh:
+/// long enough for a `stat` and the `open` after it to agree.
+const INFO_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The largest command `ctl` or `exec` takes in one write.
 pub const MAX_COMMAND: usize = 64 << 10;
 
@@ -45,6 +51,10 @@ pub struct MachineFs {
     rt: tokio::runtime::Handle,
     handles: Arc<HandleTable>,
     nonce: AtomicU64,
+    /// (process, file) → the nonce that process sees for the file.
+    nonces: std::sync::Mutex<std::collections::HashMap<(u32, u64), (u64, std::time::Instant)>>,
+    /// Machines just made by `mkdir`, and by which process.
+    made: Arc<mkdir::RecentMkdirs>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -59,6 +69,8 @@ impl MachineFs {
             rt,
             handles: Arc::default(),
             nonce: AtomicU64::new(0),
+            nonces: Default::default(),
+            made: Arc::default(),
             uid,
             gid,
             mounted_at: SystemTime::now(),
@@ -91,12 +103,21 @@ impl Filesystem for MachineFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let res = (|| {
             let parent = node_of(parent).ok_or(Errno::ENOENT)?;
             let node = self.child(parent, utf8(name)?)?;
-            Ok((node, self.attr(node, self.lookup_ino(node))?))
+            Ok((node, self.attr(node, self.lookup_ino(node, req.pid()))?))
         })();
+        // `info`'s size is that of its content, which asks the runtime: the
+        // answer comes from a task.
+        if let Ok((node @ Node::File(seq, FileKind::Info), attr)) = res {
+            let ttl = Self::ttl(node);
+            return self.with_info_size(seq, attr, move |a| match a {
+                Ok(a) => reply.entry(&ttl, &a, Generation(0)),
+                Err(e) => reply.error(e),
+            });
+        }
         match res {
             Ok((node, attr)) => {
                 let ttl = Self::ttl(node);
@@ -107,10 +128,17 @@ impl Filesystem for MachineFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match node_of(ino)
+        let res = node_of(ino)
             .ok_or(Errno::ENOENT)
-            .and_then(|n| self.attr(n, ino.0).map(|a| (n, a)))
-        {
+            .and_then(|n| self.attr(n, ino.0).map(|a| (n, a)));
+        if let Ok((node @ Node::File(seq, FileKind::Info), attr)) = res {
+            let ttl = Self::ttl(node);
+            return self.with_info_size(seq, attr, move |a| match a {
+                Ok(a) => reply.attr(&ttl, &a),
+                Err(e) => reply.error(e),
+            });
+        }
+        match res {
             Ok((node, attr)) => reply.attr(&Self::ttl(node), &attr),
             Err(e) => reply.error(e),
         }
@@ -145,6 +173,7 @@ impl Filesystem for MachineFs {
         match (node, size) {
             (_, None) => {}
             (Node::File(_, k), Some(0)) if k.writable() => {}
+            (Node::SessionFile(_, _, f), Some(0)) if f.writable() => {}
             _ => return reply.error(Errno::EPERM),
         }
         match self.attr(node, ino.0) {
@@ -165,24 +194,31 @@ impl Filesystem for MachineFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        if node_of(parent) != Some(Node::MachinesDir) {
-            return reply.error(Errno::EPERM);
+        match node_of(parent) {
+            Some(Node::MachinesDir) => {}
+            // `mkdir -p machines/x/y` made x a moment ago and now fails on y:
+            // x goes again, so the command creates nothing rather than half.
+            Some(Node::Machine(seq)) => return self.undo_half_mkdir(seq, req.pid(), reply),
+            _ => return reply.error(Errno::EPERM),
         }
         use std::os::unix::ffi::OsStrExt;
         let name = name.as_bytes().to_vec();
         let core = self.core.clone();
         let (uid, gid) = (self.uid, self.gid);
+        let made = self.made.clone();
+        let pid = req.pid();
         // The row is written on a task: the disk never holds a FUSE thread.
         self.rt.spawn(async move {
             match core.create(&name, MachineSpec::default()).await {
                 Ok(m) => {
+                    made.note(m.seq(), pid);
                     let attr = attr::new_machine_dir(&m, uid, gid);
                     reply.entry(&Self::ttl_new_dir(), &attr, Generation(0))
                 }
@@ -192,8 +228,14 @@ impl Filesystem for MachineFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if node_of(parent) != Some(Node::MachinesDir) {
-            return reply.error(Errno::EPERM);
+        match node_of(parent) {
+            Some(Node::MachinesDir) => {}
+            // Inside a machine (its `sessions`): nothing to remove on its own,
+            // see `unlink`.
+            Some(Node::Machine(_) | Node::SessionsDir(_) | Node::Session(..)) => {
+                return reply.error(Errno::ENOENT)
+            }
+            _ => return reply.error(Errno::EPERM),
         }
         let m = match utf8(name).and_then(|n| self.core.get(n).map_err(|_| Errno::ENOENT)) {
             Ok(m) => m,
@@ -209,9 +251,19 @@ impl Filesystem for MachineFs {
     }
 
     // The tree's shape is fixed: files cannot be added, removed or renamed,
-    // only machines (directories) created and deleted.
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EPERM);
+    // only machines (directories) created and deleted. A machine's files are
+    // not links of their own that could be unlinked: they come and go with
+    // the machine. Unlinking one says there is no such link (ENOENT), which
+    // is also what lets `rm -rf machines/x` go on to the `rmdir` that
+    // deletes the machine (rm gives up on a directory whose entries it could
+    // not remove, unless they were missing).
+    fn unlink(&self, _req: &Request, parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        match node_of(parent) {
+            Some(Node::Machine(_) | Node::SessionsDir(_) | Node::Session(..)) => {
+                reply.error(Errno::ENOENT)
+            }
+            _ => reply.error(Errno::EPERM),
+        }
     }
 
     fn create(
@@ -258,7 +310,11 @@ impl Filesystem for MachineFs {
             return reply.error(Errno::ENOENT);
         };
         let writing = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        let writable = matches!(node, Node::File(_, k) if k.writable());
+        let writable = match node {
+            Node::File(_, k) => k.writable(),
+            Node::SessionFile(_, _, f) => f.writable(),
+            _ => false,
+        };
         if writing && !writable {
             return reply.error(Errno::EACCES);
         }
@@ -266,6 +322,11 @@ impl Filesystem for MachineFs {
         if !writing {
             // Only writers of config have anything to report at close.
             fopen |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        match node {
+            Node::File(seq, FileKind::ExecNew) => return self.open_exec_new(seq, fopen, reply),
+            Node::SessionFile(..) => return self.open_session_file(node, fopen, reply),
+            _ => {}
         }
         if let Node::File(seq, FileKind::Info) = node {
             let m = match self.machine(seq) {
@@ -275,11 +336,9 @@ impl Filesystem for MachineFs {
             let core = self.core.clone();
             let handles = self.handles.clone();
             self.rt.spawn(async move {
-                match core.info(&m).await {
-                    Ok(v) => {
-                        let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
-                        text.push(b'\n');
-                        let fh = handles.add(Handle::file(node, text));
+                match core.info_text(&m, INFO_FRESH).await {
+                    Ok(text) => {
+                        let fh = handles.add(Handle::file(node, text.to_vec()));
                         reply.opened(fh, fopen)
                     }
                     Err(e) => reply.error(errno(&e)),
@@ -323,6 +382,11 @@ impl Filesystem for MachineFs {
             return reply.error(Errno::EISDIR);
         };
         let f = lock(f);
+        if let Node::SessionFile(_, _, file) = f.node {
+            let held = f.held.clone();
+            drop(f);
+            return self.read_session(file, held, offset, size, reply);
+        }
         if let Node::File(seq, FileKind::Logs) = f.node {
             let res = self
                 .machine(seq)
@@ -362,6 +426,9 @@ impl Filesystem for MachineFs {
             Handle::File(f) => lock(f).node,
             Handle::Dir(_) => return reply.error(Errno::EISDIR),
         };
+        if let Node::SessionFile(_, _, file) = node {
+            return self.write_session(file, session::held_of(&h), data, reply);
+        }
         let Node::File(seq, kind) = node else {
             return reply.error(Errno::EACCES);
         };
@@ -428,6 +495,9 @@ impl Filesystem for MachineFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Ok(h) = self.handles.get(fh) {
+            self.release_held(&h);
+        }
         self.handles.remove(fh);
         reply.ok();
     }

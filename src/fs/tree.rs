@@ -3,7 +3,7 @@
 use fuser::{Errno, FileType};
 
 use super::handles::DirEntries;
-use super::inode::{FileKind, Node};
+use super::inode::{FileKind, Node, SessionFile};
 use super::MachineFs;
 use crate::core::Machine;
 use crate::model::{RuntimeKind, Status};
@@ -35,7 +35,22 @@ impl MachineFs {
             Node::MachinesDir => Node::Machine(by_name(name)?.seq()),
             Node::Machine(seq) => {
                 self.machine(seq)?;
-                Node::File(seq, FileKind::from_name(name).ok_or(Errno::ENOENT)?)
+                if name == "sessions" {
+                    Node::SessionsDir(seq)
+                } else {
+                    Node::File(seq, FileKind::from_name(name).ok_or(Errno::ENOENT)?)
+                }
+            }
+            Node::SessionsDir(seq) => {
+                let m = self.machine(seq)?;
+                let n: u64 = name.parse().map_err(|_| Errno::ENOENT)?;
+                self.core.session(&m, n).ok_or(Errno::ENOENT)?;
+                Node::Session(seq, n)
+            }
+            Node::Session(seq, n) => {
+                let m = self.machine(seq)?;
+                self.core.session(&m, n).ok_or(Errno::ENOENT)?;
+                Node::SessionFile(seq, n, SessionFile::from_name(name).ok_or(Errno::ENOENT)?)
             }
             Node::ByStatusDir => {
                 Node::StatusDir(name.parse::<Status>().map_err(|_| Errno::ENOENT)?)
@@ -87,6 +102,20 @@ impl MachineFs {
                 self.machine(seq)?;
                 for k in FileKind::ALL {
                     push(Node::File(seq, k), FileType::RegularFile, k.name());
+                }
+                push(Node::SessionsDir(seq), d, "sessions");
+            }
+            Node::SessionsDir(seq) => {
+                let m = self.machine(seq)?;
+                for n in self.core.sessions(&m) {
+                    push(Node::Session(seq, n), d, &n.to_string());
+                }
+            }
+            Node::Session(seq, n) => {
+                let m = self.machine(seq)?;
+                self.core.session(&m, n).ok_or(Errno::ENOENT)?;
+                for f in SessionFile::ALL {
+                    push(Node::SessionFile(seq, n, f), FileType::RegularFile, f.name());
                 }
             }
             Node::ByStatusDir => {

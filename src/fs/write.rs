@@ -51,9 +51,24 @@ impl MachineFs {
                 f.pending.clear();
                 return reply.written(len as u32);
             }
+            // A write that ends a line ends the document as the shell sees
+            // it (`echo ... > config`): it is judged now, so a broken one
+            // fails this write(2), not only the close nobody checks.
+            let line_done = data.last() == Some(&b'\n');
+            // Otherwise a whole object ends with '}': until one does, nothing
+            // is parsed, so a config fed in small pieces is not re-parsed.
+            let ends_whole = f
+                .pending
+                .iter()
+                .rev()
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'}');
+            if !line_done && !ends_whole {
+                return reply.written(len as u32);
+            }
             match serde_json::from_slice::<serde::de::IgnoredAny>(&f.pending) {
                 // Not a whole document yet: a large config arrives in pieces.
-                Err(e) if e.is_eof() => return reply.written(len as u32),
+                Err(e) if e.is_eof() && !line_done => return reply.written(len as u32),
                 _ => std::mem::take(&mut f.pending),
             }
         };

@@ -314,3 +314,229 @@ mod tests {
         assert!(!out.stderr_truncated);
     }
 }
+
+/// A terminal's size, for a command run with a pty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct WindowSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// A command run with its streams attached: an exec session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    pub cmd: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// None: it runs until it ends (a shell); streams have no size cap.
+    pub timeout: Option<Duration>,
+    /// Run it on a pseudo-terminal of this size.
+    pub tty: Option<WindowSize>,
+}
+
+impl StreamRequest {
+    pub fn validate(&self) -> Result<()> {
+        let mut as_exec = ExecRequest::new(self.cmd.clone());
+        as_exec.env = self.env.clone();
+        as_exec.working_dir = self.working_dir.clone();
+        as_exec.user = self.user.clone();
+        if let Some(t) = self.timeout {
+            as_exec.timeout = t;
+        }
+        as_exec.validate()?;
+        if let Some(w) = self.tty {
+            if w.cols == 0 || w.rows == 0 {
+                return Err(Error::InvalidCommand(
+                    "a terminal needs at least one column and one row".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a session's `ctl` takes once its command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamControl {
+    /// A signal for the command (with a pty: its foreground process group).
+    Signal(i32),
+    Resize(WindowSize),
+    CloseStdin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamJson {
+    cmd: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    /// Seconds; none by default.
+    #[serde(default)]
+    timeout: Option<f64>,
+    #[serde(default)]
+    tty: Option<WindowSize>,
+}
+
+impl StreamRequest {
+    /// A session's first `ctl` write: a command line (split as a shell
+    /// would) or a JSON object with `cmd` and optional `env`, `working_dir`,
+    /// `user`, `timeout` (seconds) and `tty` (`{"cols":80,"rows":24}`).
+    pub fn parse(raw: &[u8]) -> Result<StreamRequest> {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Error::InvalidCommand("session command is not valid UTF-8".into()))?;
+        let trimmed = text.trim();
+        let req = if trimmed.starts_with('{') {
+            let j: StreamJson = serde_json::from_str(trimmed)
+                .map_err(|e| Error::InvalidCommand(format!("session JSON: {e}")))?;
+            StreamRequest {
+                cmd: j.cmd,
+                env: j.env,
+                working_dir: j.working_dir,
+                user: j.user,
+                timeout: match j.timeout {
+                    None => None,
+                    t => Some(exec_timeout(t)?),
+                },
+                tty: j.tty,
+            }
+        } else {
+            let line = text.strip_suffix('\n').unwrap_or(text);
+            if line.contains('\n') {
+                return Err(Error::InvalidCommand(
+                    "write one command line (or a JSON object) to start a session".into(),
+                ));
+            }
+            StreamRequest {
+                cmd: split_words(line)?,
+                env: BTreeMap::new(),
+                working_dir: None,
+                user: None,
+                timeout: None,
+                tty: None,
+            }
+        };
+        req.validate()?;
+        Ok(req)
+    }
+}
+
+impl StreamControl {
+    /// `signal INT` (or `TERM`, `SIGKILL`, `9`...), `winsize COLS ROWS`,
+    /// `close-stdin`.
+    pub fn parse(raw: &[u8]) -> Result<StreamControl> {
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| Error::InvalidCommand("session control is not valid UTF-8".into()))?;
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let bad = || {
+            Err(Error::InvalidCommand(format!(
+                "unknown session control {:?}; the command is running, so ctl takes \
+                 `signal NAME`, `winsize COLS ROWS` or `close-stdin`",
+                text.trim()
+            )))
+        };
+        match words.as_slice() {
+            ["signal", sig] => Ok(StreamControl::Signal(signal_number(sig)?)),
+            ["winsize", cols, rows] => {
+                let n = |w: &str| {
+                    w.parse::<u16>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| Error::InvalidCommand(format!("bad window size {w:?}")))
+                };
+                Ok(StreamControl::Resize(WindowSize {
+                    cols: n(cols)?,
+                    rows: n(rows)?,
+                }))
+            }
+            ["close-stdin"] => Ok(StreamControl::CloseStdin),
+            _ => bad(),
+        }
+    }
+}
+
+/// `INT`, `SIGINT` or `2`.
+pub fn signal_number(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    let n = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        "PIPE" => libc::SIGPIPE,
+        _ => {
+            return Err(Error::InvalidCommand(format!(
+                "unknown signal {s:?} (try INT, TERM, KILL or a number)"
+            )))
+        }
+    };
+    Ok(n)
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn sessions_parse_commands_and_controls() {
+        let r = StreamRequest::parse(b"sh -c 'read x; echo $x'\n").unwrap();
+        assert_eq!(r.cmd, vec!["sh", "-c", "read x; echo $x"]);
+        assert_eq!(r.timeout, None);
+        let r = StreamRequest::parse(br#"{"cmd":["sh"],"tty":{"cols":80,"rows":24},"timeout":5}"#)
+            .unwrap();
+        assert_eq!(r.tty, Some(WindowSize { cols: 80, rows: 24 }));
+        assert_eq!(r.timeout, Some(Duration::from_secs(5)));
+        for bad in [
+            &b""[..],
+            b"{\"cmd\":[]}",
+            b"{\"cmd\":[\"x\"],\"tty\":{\"cols\":0,\"rows\":1}}",
+        ] {
+            assert!(StreamRequest::parse(bad).is_err());
+        }
+        assert_eq!(
+            StreamControl::parse(b"signal INT\n").unwrap(),
+            StreamControl::Signal(libc::SIGINT)
+        );
+        assert_eq!(
+            StreamControl::parse(b"signal 15").unwrap(),
+            StreamControl::Signal(15)
+        );
+        assert_eq!(
+            StreamControl::parse(b"winsize 100 30").unwrap(),
+            StreamControl::Resize(WindowSize {
+                cols: 100,
+                rows: 30
+            })
+        );
+        assert_eq!(
+            StreamControl::parse(b"close-stdin").unwrap(),
+            StreamControl::CloseStdin
+        );
+        for bad in [
+            &b"signal FOO"[..],
+            b"winsize 0 1",
+            b"winsize 80",
+            b"start",
+            b"signal 99",
+        ] {
+            assert!(StreamControl::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -10,9 +10,12 @@ pub mod name;
 pub mod record;
 pub mod spec;
 pub mod status;
+pub mod time;
 
 pub use action::{Action, Verb, WaitTarget};
-pub use exec::{ExecCommand, ExecOutput, ExecRequest, ResultFormat};
+pub use exec::{
+    ExecCommand, ExecOutput, ExecRequest, ResultFormat, StreamControl, StreamRequest, WindowSize,
+};
 pub use exit::Exit;
 pub use kind::RuntimeKind;
 pub use name::MachineName;

@@ -22,9 +22,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Driver, Health, MachineRef, Observed, Runtime, RuntimeInfo, Sink};
+use tokio::sync::mpsc;
+
+use super::{
+    Driver, ExecStreams, Health, MachineRef, Observed, Runtime, RuntimeInfo, Sink, StreamInput,
+    StreamOutput, STREAM_DEPTH,
+};
 use crate::error::{Error, Result};
-use crate::model::{now_ms, ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, Verb};
+use crate::model::{
+    now_ms, ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamControl, StreamRequest,
+    Verb,
+};
 
 const POLL: Duration = Duration::from_millis(10);
 
@@ -272,9 +280,11 @@ impl FakeRuntime {
         })
     }
 
+    /// Ends a running workload. One that is only `created` is left as it
+    /// is, as a real engine does (a kill of a created container is refused).
     fn end(&self, code: i64) -> Result<()> {
         let mut s = self.existing()?;
-        if matches!(s.state.as_str(), "running" | "paused" | "created") {
+        if matches!(s.state.as_str(), "running" | "paused") {
             s.state = "exited".into();
             s.exit_code = code;
             s.exits_at_ms = None;
@@ -452,6 +462,67 @@ impl Runtime for FakeRuntime {
             ),
         }
         Ok(out)
+    }
+
+    /// `cat` copies stdin to stdout until stdin closes (or a signal ends
+    /// it); anything else runs as a one-shot exec and streams its result.
+    async fn exec_stream(&self, req: &StreamRequest) -> Result<ExecStreams> {
+        req.validate()?;
+        self.knob("exec").await?;
+        let (in_tx, mut in_rx) = mpsc::channel(STREAM_DEPTH);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
+        if req.cmd == ["cat"] {
+            tokio::spawn(async move {
+                let mut code = 0;
+                while let Some(msg) = in_rx.recv().await {
+                    match msg {
+                        StreamInput::Stdin(b) => {
+                            if out_tx.send(StreamOutput::Stdout(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        StreamInput::Control(StreamControl::CloseStdin) => break,
+                        StreamInput::Control(StreamControl::Signal(sig)) => {
+                            code = 128 + i64::from(sig);
+                            break;
+                        }
+                        StreamInput::Control(StreamControl::Resize(_)) => {}
+                    }
+                }
+                let _ = out_tx
+                    .send(StreamOutput::Exit {
+                        code,
+                        timed_out: false,
+                    })
+                    .await;
+            });
+        } else {
+            let mut one_shot = ExecRequest::new(req.cmd.clone());
+            if let Some(t) = req.timeout {
+                one_shot.timeout = t;
+            }
+            let out = self.exec(&one_shot).await?;
+            tokio::spawn(async move {
+                // Held while the output goes out, so the session's input is live.
+                let _input = in_rx;
+                for msg in [
+                    StreamOutput::Stdout(out.stdout),
+                    StreamOutput::Stderr(out.stderr),
+                    StreamOutput::Exit {
+                        code: out.exit_code,
+                        timed_out: out.timed_out,
+                    },
+                ] {
+                    if out_tx.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Ok(ExecStreams {
+            input: in_tx,
+            output: out_rx,
+        })
     }
 
     async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()> {

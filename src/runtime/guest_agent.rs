@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use super::{ExecStreams, StreamInput, StreamOutput, STREAM_DEPTH};
 use crate::agent::{self, ErrorKind, ExitStatus, HybridVsock};
 use crate::error::{Error, Result};
-use crate::model::{ExecOutput, ExecRequest};
+use crate::model::{ExecOutput, ExecRequest, StreamControl, StreamRequest};
 
 /// How long an exec waits for an agent that has not answered yet (a guest
 /// still booting).
@@ -144,11 +145,7 @@ impl GuestAgent {
                 let mut out = ExecOutput {
                     stdout: r.stdout,
                     stderr: r.stderr,
-                    exit_code: match r.status {
-                        ExitStatus::Code(c) => i64::from(c),
-                        // As a shell reports a command killed by a signal.
-                        ExitStatus::Signal(s) => 128 + i64::from(s),
-                    },
+                    exit_code: exit_code(r.status),
                     stdout_truncated: r.stdout_truncated,
                     stderr_truncated: r.stderr_truncated,
                     timed_out: r.timed_out,
@@ -173,6 +170,111 @@ impl GuestAgent {
             }
             Err(e) => Err(to_error(e)),
         }
+    }
+}
+
+impl GuestAgent {
+    /// A command with its streams attached, through the agent's streaming
+    /// exec (`hyperfleet exec -it` in a VM).
+    pub async fn exec_stream(&self, req: &StreamRequest) -> Result<ExecStreams> {
+        req.validate()?;
+        let deadline = match self.state() {
+            AgentState::Ready => Duration::from_secs(2),
+            _ => CONNECT_DEADLINE,
+        };
+        let client = self
+            .transport(deadline)
+            .connect()
+            .await
+            .map_err(to_error)?;
+        self.set(AgentState::Ready);
+        let mut exec = agent::ExecRequest::new(req.cmd.clone());
+        exec.env = req.env.clone();
+        exec.working_dir = req.working_dir.clone();
+        exec.user = req.user.clone();
+        // The agent wants a limit; "none" is the longest a command may have.
+        exec.timeout = req.timeout.unwrap_or(crate::model::action::MAX_TIMEOUT);
+        let session = client
+            .exec_stream(agent::StreamRequest {
+                exec,
+                pty: req.tty.map(|w| agent::WindowSize {
+                    rows: w.rows,
+                    cols: w.cols,
+                }),
+            })
+            .await
+            .map_err(to_error)?;
+        let (mut input, mut output) = session.split();
+        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
+        let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
+        let input_task = tokio::spawn(async move {
+            while let Some(msg) = in_rx.recv().await {
+                let sent = match msg {
+                    StreamInput::Stdin(b) => input.send_stdin(&b).await,
+                    StreamInput::Control(StreamControl::CloseStdin) => input.close_stdin().await,
+                    StreamInput::Control(StreamControl::Signal(sig)) => {
+                        input.signal(agent::Signal(sig)).await
+                    }
+                    StreamInput::Control(StreamControl::Resize(w)) => {
+                        input
+                            .resize(agent::WindowSize {
+                                rows: w.rows,
+                                cols: w.cols,
+                            })
+                            .await
+                    }
+                };
+                if let Err(e) = sent {
+                    tracing::debug!("agent session input: {}", e.report());
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let end = loop {
+                match output.recv().await {
+                    Ok(Some(agent::ExecEvent::Stdout(b))) => {
+                        if out_tx.send(StreamOutput::Stdout(b)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Ok(Some(agent::ExecEvent::Stderr(b))) => {
+                        if out_tx.send(StreamOutput::Stderr(b)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Ok(Some(agent::ExecEvent::Exit(info))) => {
+                        break Some(StreamOutput::Exit {
+                            code: exit_code(info.status),
+                            timed_out: info.timed_out,
+                        })
+                    }
+                    Ok(None) | Err(_) => {
+                        break Some(StreamOutput::Exit {
+                            code: -1,
+                            timed_out: false,
+                        })
+                    }
+                }
+            };
+            // Dropping the session's output half closes the connection,
+            // which the agent takes as the end: it kills the command.
+            input_task.abort();
+            if let Some(last) = end {
+                let _ = out_tx.send(last).await;
+            }
+        });
+        Ok(ExecStreams {
+            input: in_tx,
+            output: out_rx,
+        })
+    }
+}
+
+/// An exit code as a shell reports it: 128 + the signal that ended it.
+fn exit_code(status: ExitStatus) -> i64 {
+    match status {
+        ExitStatus::Code(c) => i64::from(c),
+        ExitStatus::Signal(s) => 128 + i64::from(s),
     }
 }
 

@@ -26,7 +26,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, Verb};
+use crate::model::{
+    ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamControl, StreamRequest, Verb,
+};
 
 /// What the runtime says about a machine's workload right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +152,11 @@ pub trait Runtime: Send + Sync {
     }
 
     async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput>;
+    /// Runs a command with its stdin, stdout and stderr attached, optionally
+    /// on a pty, with no cap on the streams.
+    async fn exec_stream(&self, _req: &StreamRequest) -> Result<ExecStreams> {
+        Err(self.unsupported("attached exec"))
+    }
     /// Copies the current run's output into `sink` as it is produced, until
     /// the workload ends. `resume` says the run began under an earlier
     /// daemon: the output produced since is to be caught up.
@@ -189,6 +196,36 @@ pub trait Runtime: Send + Sync {
         }
     }
 }
+
+/// What the caller sends a streaming exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamInput {
+    Stdin(Vec<u8>),
+    Control(StreamControl),
+}
+
+/// What a streaming exec sends back, in order; `Exit` is last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutput {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// The exit code, or 128 + the signal that ended it (as a shell says).
+    Exit {
+        code: i64,
+        timed_out: bool,
+    },
+}
+
+/// A running streaming exec: bounded channels both ways, so a slow reader
+/// slows the command rather than filling memory. Dropping `input` closes
+/// the command's stdin; dropping both ends the session and kills the command.
+pub struct ExecStreams {
+    pub input: tokio::sync::mpsc::Sender<StreamInput>,
+    pub output: tokio::sync::mpsc::Receiver<StreamOutput>,
+}
+
+/// How many messages each way a streaming exec buffers.
+pub const STREAM_DEPTH: usize = 64;
 
 /// Whether a runtime can be used on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

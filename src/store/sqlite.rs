@@ -34,6 +34,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX machines_status ON machines(status);",
     // 2: how the last run ended: 'code', 'signal' or 'unknown' (exit_code then NULL).
     "ALTER TABLE machines ADD COLUMN exit_kind TEXT;",
+    // 3: the last failures, a JSON array of [unix ms, line].
+    "ALTER TABLE machines ADD COLUMN errors_json TEXT NOT NULL DEFAULT '[]';",
 ];
 
 pub struct SqliteStore {
@@ -76,7 +78,7 @@ impl SqliteStore {
 }
 
 const COLUMNS: &str = "seq, id, name, status, spec_json, error, exit_code, exit_kind, \
-                       created_ms, updated_ms, started_ms";
+                       created_ms, updated_ms, started_ms, errors_json";
 
 impl Store for SqliteStore {
     fn instance_id(&self) -> Result<String> {
@@ -123,6 +125,7 @@ impl Store for SqliteStore {
             spec: spec.clone(),
             status: Status::Pending,
             error: String::new(),
+            errors: Vec::new(),
             exit: None,
             created_ms: now,
             updated_ms: now,
@@ -132,6 +135,8 @@ impl Store for SqliteStore {
 
     fn update(&self, rec: &MachineRecord) -> Result<()> {
         let spec_json = spec_to_json(&rec.spec)?;
+        let errors_json =
+            serde_json::to_string(&rec.errors).map_err(|e| Error::Store(e.to_string()))?;
         let (exit_kind, exit_code) = match rec.exit.map(Exit::to_parts) {
             Some((k, n)) => (Some(k), n),
             None => (None, None),
@@ -139,7 +144,8 @@ impl Store for SqliteStore {
         let n = self.with(|c| {
             c.execute(
                 "UPDATE machines SET runtime_type = ?2, status = ?3, spec_json = ?4, error = ?5,
-                        exit_code = ?6, exit_kind = ?7, updated_ms = ?8, started_ms = ?9
+                        exit_code = ?6, exit_kind = ?7, updated_ms = ?8, started_ms = ?9,
+                        errors_json = ?10
                  WHERE seq = ?1",
                 params![
                     rec.seq as i64,
@@ -150,7 +156,8 @@ impl Store for SqliteStore {
                     exit_code,
                     exit_kind,
                     rec.updated_ms,
-                    rec.started_ms
+                    rec.started_ms,
+                    errors_json
                 ],
             )
         })?;
@@ -178,6 +185,7 @@ impl Store for SqliteStore {
             i64,
             i64,
             Option<i64>,
+            String,
         );
         let rows: Vec<Row> = self.with(|c| {
             let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM machines ORDER BY seq"))?;
@@ -195,6 +203,7 @@ impl Store for SqliteStore {
                         r.get(8)?,
                         r.get(9)?,
                         r.get(10)?,
+                        r.get(11)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -214,6 +223,7 @@ impl Store for SqliteStore {
                     created_ms,
                     updated_ms,
                     started_ms,
+                    errors_json,
                 )| {
                     let corrupt = |what: String| Error::Store(format!("machine {name:?}: {what}"));
                     Ok(MachineRecord {
@@ -224,6 +234,8 @@ impl Store for SqliteStore {
                             .map_err(|e| corrupt(e.to_string()))?,
                         status: status.parse().map_err(corrupt)?,
                         error,
+                        // A history that cannot be read is not worth refusing the machine.
+                        errors: serde_json::from_str(&errors_json).unwrap_or_default(),
                         exit: Exit::from_parts(exit_kind.as_deref(), exit_code),
                         created_ms,
                         updated_ms,

@@ -150,7 +150,7 @@ fn decode_in_pieces(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn every_frame_round_trips_however_split(

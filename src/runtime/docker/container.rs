@@ -23,8 +23,8 @@ use super::{
     PREV_SUFFIX, SDK_INSTANCE, STOP_GRACE,
 };
 use crate::error::{Error, Result, ResultExt};
-use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind};
-use crate::runtime::{null_sink, MachineRef, Observed, Runtime, RuntimeInfo, Sink};
+use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamRequest};
+use crate::runtime::{null_sink, ExecStreams, MachineRef, Observed, Runtime, RuntimeInfo, Sink};
 
 /// Extra time a stop request gets beyond its grace period.
 const STOP_SLACK: Duration = Duration::from_secs(30);
@@ -216,8 +216,13 @@ impl Container {
             }
             return Err(e);
         }
+        // The new run is in place: the swap has happened. A `-prev` that
+        // cannot be removed now is removed by `adopt`, `remove` or the next
+        // start, so it must not turn this start into a failure.
         if had_previous {
-            remove_container(docker, &self.prev_name()).await?;
+            if let Err(e) = remove_container(docker, &self.prev_name()).await {
+                tracing::warn!(container = %self.name, "cannot remove the last run's container: {}", e.report());
+            }
         }
         Ok(())
     }
@@ -434,6 +439,10 @@ impl Runtime for Container {
 
     async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput> {
         self.exec_once(req).await
+    }
+
+    async fn exec_stream(&self, req: &StreamRequest) -> Result<ExecStreams> {
+        self.exec_attached(req).await
     }
 
     async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()> {

@@ -38,6 +38,7 @@ mod exec;
 mod inspect;
 mod output;
 mod pull;
+mod stream;
 
 use std::time::Duration;
 

@@ -85,6 +85,14 @@ pub(super) fn classify(image: &str, err: &Error) -> Error {
     let detail = format!("pulling {image}: {text}");
     if has(&["no space left on device"]) {
         Error::NoSpace(detail)
+    } else if has(&["repository does not exist"]) {
+        // Docker Hub's answer for an image that does not exist reads like an
+        // access problem ("pull access denied for x, repository does not
+        // exist or may require 'docker login'"): a typo is the likelier cause.
+        Error::ImageNotFound {
+            image: image.to_owned(),
+            reason: format!("{text} (or it is private: docker login)"),
+        }
     } else if has(&[
         "unauthorized",
         "authentication required",
@@ -177,6 +185,10 @@ mod tests {
         );
         assert_eq!(
             kind("pull access denied for img, repository does not exist or may require 'docker login'"),
+            libc::ENOENT
+        );
+        assert_eq!(
+            kind("Head \"http://r/v2/img/manifests/latest\": no basic auth credentials"),
             libc::EACCES
         );
         assert_eq!(

@@ -1,0 +1,308 @@
+//! Exec sessions: a command run with its streams attached, numbered under
+//! its machine the way Plan 9's `/net/tcp/clone` hands out connections. A
+//! session is made empty, then given its command; its stdout and stderr are
+//! pipes a reader drains as bytes arrive; its input takes stdin bytes and
+//! controls (a signal, a window size, the end of stdin). It lives while
+//! anything holds it open and is removed, its command killed if still
+//! running, when the last holder lets go.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::machine::lock;
+use super::{Core, Machine};
+use crate::error::{Error, Result};
+use crate::model::{Status, StreamControl, StreamRequest};
+use crate::runtime::{StreamInput, StreamOutput};
+
+/// Bytes a stream holds for a reader that is behind; past it the command
+/// waits (its runtime stops reading its output).
+const PIPE_CAP: usize = 1 << 20;
+/// The exit code of a command its timeout ended.
+pub const TIMED_OUT: i64 = 124;
+/// Sessions one machine may have at once.
+pub const MAX_SESSIONS: usize = 64;
+/// Session numbers wrap here (they are part of inode numbers).
+pub const SESSION_IDS: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+enum State {
+    /// Made, no command yet.
+    Idle,
+    Running(mpsc::Sender<StreamInput>),
+    Done,
+}
+
+pub struct Session {
+    pub id: u64,
+    state: Mutex<State>,
+    stdout: Pipe,
+    stderr: Pipe,
+    /// The exit code (or 128 + signal) once the command ended.
+    exit: watch::Sender<Option<(i64, bool)>>,
+    holders: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Pipe {
+    buf: Mutex<(VecDeque<u8>, bool)>,
+    readable: Notify,
+    writable: Notify,
+}
+
+impl Pipe {
+    /// Appends, waiting while the reader is more than [`PIPE_CAP`] behind.
+    async fn push(&self, bytes: &[u8]) {
+        loop {
+            let room = self.writable.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut b = lock(&self.buf);
+                if b.1 {
+                    // Nobody will read it any more.
+                    return;
+                }
+                if b.0.len() < PIPE_CAP {
+                    b.0.extend(bytes);
+                    drop(b);
+                    self.readable.notify_waiters();
+                    return;
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.buf).1 = true;
+        self.readable.notify_waiters();
+        self.writable.notify_waiters();
+    }
+
+    /// Up to `max` bytes, waiting for some; empty once the stream has ended.
+    async fn read(&self, max: usize) -> Vec<u8> {
+        loop {
+            let data = self.readable.notified();
+            tokio::pin!(data);
+            data.as_mut().enable();
+            {
+                let mut b = lock(&self.buf);
+                if !b.0.is_empty() {
+                    let n = max.min(b.0.len());
+                    let out: Vec<u8> = b.0.drain(..n).collect();
+                    drop(b);
+                    self.writable.notify_waiters();
+                    return out;
+                }
+                if b.1 {
+                    return Vec::new();
+                }
+            }
+            data.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("started", &self.started())
+            .field("exit", &self.exit())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    fn new(id: u64) -> Session {
+        Session {
+            id,
+            state: Mutex::new(State::Idle),
+            stdout: Pipe::default(),
+            stderr: Pipe::default(),
+            exit: watch::channel(None).0,
+            holders: AtomicUsize::new(1),
+        }
+    }
+
+    pub fn started(&self) -> bool {
+        !matches!(*lock(&self.state), State::Idle)
+    }
+
+    pub fn exit(&self) -> Option<i64> {
+        self.exit.borrow().map(|(c, _)| c)
+    }
+
+    /// Sends stdin bytes to the command (waiting while it does not read).
+    pub async fn write_stdin(&self, bytes: &[u8]) -> Result<()> {
+        let tx = self.input()?;
+        tx.send(StreamInput::Stdin(bytes.to_vec()))
+            .await
+            .map_err(|_| ended())
+    }
+
+    pub async fn control(&self, c: StreamControl) -> Result<()> {
+        let tx = self.input()?;
+        tx.send(StreamInput::Control(c)).await.map_err(|_| ended())
+    }
+
+    fn input(&self) -> Result<mpsc::Sender<StreamInput>> {
+        match &*lock(&self.state) {
+            State::Running(tx) => Ok(tx.clone()),
+            State::Idle => Err(Error::InvalidCommand(
+                "the session has no command yet: write one to its ctl first".into(),
+            )),
+            State::Done => Err(ended()),
+        }
+    }
+
+    pub async fn read(&self, stream: Stream, max: usize) -> Vec<u8> {
+        match stream {
+            Stream::Stdout => self.stdout.read(max).await,
+            Stream::Stderr => self.stderr.read(max).await,
+        }
+    }
+
+    /// Waits for the command to end; its exit code, 128 + the signal that
+    /// ended it, or 124 if its timeout did (as timeout(1) says).
+    pub async fn wait_exit(&self) -> i64 {
+        let mut rx = self.exit.subscribe();
+        loop {
+            if let Some((code, timed_out)) = *rx.borrow_and_update() {
+                return if timed_out { TIMED_OUT } else { code };
+            }
+            if rx.changed().await.is_err() {
+                return -1;
+            }
+        }
+    }
+
+    fn finish(&self, code: i64, timed_out: bool) {
+        *lock(&self.state) = State::Done;
+        self.stdout.close();
+        self.stderr.close();
+        self.exit.send_replace(Some((code, timed_out)));
+    }
+
+    fn kill(&self) {
+        let state = std::mem::replace(&mut *lock(&self.state), State::Done);
+        if let State::Running(tx) = state {
+            let _ = tx.try_send(StreamInput::Control(StreamControl::Signal(libc::SIGKILL)));
+        }
+        self.stdout.close();
+        self.stderr.close();
+    }
+}
+
+fn ended() -> Error {
+    Error::InvalidCommand("the session's command has ended".into())
+}
+
+impl Core {
+    /// Makes an empty session on a machine, held once by the caller.
+    pub fn open_session(&self, m: &Machine) -> Result<Arc<Session>> {
+        if m.is_deleted() {
+            return Err(Error::NotFound(m.name().to_string()));
+        }
+        let mut sessions = lock(&m.sessions);
+        if sessions.len() >= MAX_SESSIONS {
+            return Err(Error::Busy(format!(
+                "machine has {MAX_SESSIONS} exec sessions open; close some first"
+            )));
+        }
+        let id = loop {
+            let id = m.next_session.fetch_add(1, Ordering::Relaxed) % SESSION_IDS;
+            if id != 0 && !sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let s = Arc::new(Session::new(id));
+        sessions.insert(id, s.clone());
+        Ok(s)
+    }
+
+    pub fn session(&self, m: &Machine, id: u64) -> Option<Arc<Session>> {
+        lock(&m.sessions).get(&id).cloned()
+    }
+
+    pub fn sessions(&self, m: &Machine) -> Vec<u64> {
+        lock(&m.sessions).keys().copied().collect()
+    }
+
+    /// One more holder (an open file of the session).
+    pub fn hold_session(&self, s: &Session) {
+        s.holders.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// One holder less; the last one removes the session, killing its
+    /// command if it still runs.
+    pub fn release_session(&self, m: &Machine, s: &Session) {
+        if s.holders.fetch_sub(1, Ordering::SeqCst) == 1 {
+            s.kill();
+            lock(&m.sessions).remove(&s.id);
+        }
+    }
+
+    /// Gives a session its command and starts it.
+    pub async fn start_session(
+        &self,
+        m: &Arc<Machine>,
+        s: &Arc<Session>,
+        req: StreamRequest,
+    ) -> Result<()> {
+        req.validate()?;
+        if s.started() {
+            return Err(Error::InvalidCommand(
+                "the session's command is already given".into(),
+            ));
+        }
+        let rec = m.snapshot();
+        if rec.status != Status::Running {
+            return Err(Error::InvalidState {
+                action: "exec in",
+                status: rec.status.as_str(),
+            });
+        }
+        let rt = self.runtime_for(m, &rec)?;
+        let streams = super::operation::deadline(
+            self.settings.call_deadline,
+            "attach exec",
+            rt.exec_stream(&req),
+        )
+        .await?;
+        {
+            let mut state = lock(&s.state);
+            if !matches!(*state, State::Idle) {
+                // Released (or raced by another ctl write) meanwhile.
+                return Err(ended());
+            }
+            *state = State::Running(streams.input);
+        }
+        let session = s.clone();
+        let mut output = streams.output;
+        tokio::spawn(async move {
+            while let Some(msg) = output.recv().await {
+                match msg {
+                    StreamOutput::Stdout(b) => session.stdout.push(&b).await,
+                    StreamOutput::Stderr(b) => session.stderr.push(&b).await,
+                    StreamOutput::Exit { code, timed_out } => {
+                        session.finish(code, timed_out);
+                        return;
+                    }
+                }
+            }
+            // The runtime went away without saying how the command ended.
+            session.finish(-1, false);
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,239 @@
+//! Attached exec inside a container (`hyperfleet exec -it`): stdin, stdout
+//! and stderr streamed through the engine's hijacked connection, a pty on
+//! request, window resizes, signals, close-stdin.
+
+use std::time::Duration;
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::ResizeExecOptionsBuilder;
+use bollard::Docker;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::connection::{docker_error, status_of};
+use super::Container;
+use crate::error::{Error, Result};
+use crate::model::{StreamControl, StreamRequest, WindowSize};
+use crate::runtime::{process, ExecStreams, StreamInput, StreamOutput, STREAM_DEPTH};
+
+impl Container {
+    pub(super) async fn exec_attached(&self, req: &StreamRequest) -> Result<ExecStreams> {
+        req.validate()?;
+        let docker = self.docker().await?;
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(req.tty.is_some()),
+            cmd: Some(req.cmd.clone()),
+            env: (!req.env.is_empty())
+                .then(|| req.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: req.working_dir.clone(),
+            user: req.user.clone(),
+            ..Default::default()
+        };
+        let created =
+            docker
+                .create_exec(&self.name, config)
+                .await
+                .map_err(|e| match status_of(&e) {
+                    Some(404) => self.missing(),
+                    Some(409) => Error::Runtime(format!(
+                        "cannot exec in container {}: it is not running",
+                        self.name
+                    )),
+                    _ => docker_error(e, None),
+                })?;
+        let id = created.id;
+        let started = docker
+            .start_exec(
+                &id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: req.tty.is_some(),
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| docker_error(e, None))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(Error::Runtime(
+                "docker started the exec detached although it was attached".into(),
+            ));
+        };
+        if let Some(size) = req.tty {
+            resize(&docker, &id, size).await;
+        }
+        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
+        let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
+
+        // Input: bytes to the command's stdin, controls to the engine.
+        let name = self.name.clone();
+        let input_docker = docker.clone();
+        let input_id = id.clone();
+        let input_task = tokio::spawn(async move {
+            let mut input = Some(input);
+            while let Some(msg) = in_rx.recv().await {
+                match msg {
+                    StreamInput::Stdin(bytes) => {
+                        if let Some(w) = input.as_mut() {
+                            if w.write_all(&bytes).await.is_err() {
+                                input = None;
+                            }
+                        }
+                    }
+                    StreamInput::Control(StreamControl::CloseStdin) => {
+                        if let Some(mut w) = input.take() {
+                            let _ = w.shutdown().await;
+                        }
+                    }
+                    StreamInput::Control(StreamControl::Resize(size)) => {
+                        resize(&input_docker, &input_id, size).await
+                    }
+                    StreamInput::Control(StreamControl::Signal(sig)) => {
+                        if let Err(e) = signal_exec(&input_docker, &name, &input_id, sig).await {
+                            tracing::debug!(container = %name, "cannot signal exec: {e}");
+                        }
+                    }
+                }
+            }
+            // The caller is gone: so is the command's stdin.
+            if let Some(mut w) = input.take() {
+                let _ = w.shutdown().await;
+            }
+        });
+
+        // Output: the command's streams, then how it ended.
+        let timeout = req.timeout;
+        let me_name = self.name.clone();
+        let conn = self.conn.clone();
+        tokio::spawn(async move {
+            let mut output = output;
+            let pump = async {
+                while let Some(item) = output.next().await {
+                    let msg = match item {
+                        Ok(bollard::container::LogOutput::StdOut { message })
+                        | Ok(bollard::container::LogOutput::Console { message }) => {
+                            StreamOutput::Stdout(message.to_vec())
+                        }
+                        Ok(bollard::container::LogOutput::StdErr { message }) => {
+                            StreamOutput::Stderr(message.to_vec())
+                        }
+                        Ok(bollard::container::LogOutput::StdIn { .. }) => continue,
+                        Err(e) => {
+                            tracing::debug!(container = %me_name, "exec stream ended: {e}");
+                            break;
+                        }
+                    };
+                    // A reader that went away ends the session.
+                    if out_tx.send(msg).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            };
+            let finished = match timeout {
+                Some(t) => tokio::time::timeout(t, pump).await,
+                None => Ok(pump.await),
+            };
+            let docker = match conn.client().await {
+                Ok(d) => d,
+                Err(_) => return,
+            };
+            let (code, timed_out) = match finished {
+                Ok(true) => (exit_code(&docker, &id).await, false),
+                // Timed out, or nobody listens any more: the command goes.
+                Ok(false) | Err(_) => {
+                    let _ = signal_exec(&docker, &me_name, &id, libc::SIGKILL).await;
+                    (128 + i64::from(libc::SIGKILL), finished.is_err())
+                }
+            };
+            input_task.abort();
+            let _ = out_tx.send(StreamOutput::Exit { code, timed_out }).await;
+        });
+        Ok(ExecStreams {
+            input: in_tx,
+            output: out_rx,
+        })
+    }
+}
+
+async fn resize(docker: &Docker, id: &str, size: WindowSize) {
+    let options = ResizeExecOptionsBuilder::default()
+        .h(i32::from(size.rows))
+        .w(i32::from(size.cols))
+        .build();
+    if let Err(e) = docker.resize_exec(id, options).await {
+        tracing::debug!("cannot resize exec {id}: {e}");
+    }
+}
+
+/// The exit code the engine recorded, once it has (the output ends a
+/// moment before the engine notes the exit).
+async fn exit_code(docker: &Docker, id: &str) -> i64 {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..200 {
+        match docker.inspect_exec(id).await {
+            Ok(e) if e.running != Some(true) => return e.exit_code.unwrap_or(-1),
+            Ok(_) => {}
+            Err(_) => return -1,
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+    -1
+}
+
+/// Sends `sig` to an exec's process. The engine has no API for it: as root
+/// the host's kill(2) reaches it; otherwise `kill` runs inside the container.
+async fn signal_exec(
+    docker: &Docker,
+    container: &str,
+    id: &str,
+    sig: i32,
+) -> std::result::Result<(), String> {
+    let exec = docker
+        .inspect_exec(id)
+        .await
+        .map_err(|e| docker_error(e, None).to_string())?;
+    if exec.running != Some(true) {
+        return Ok(());
+    }
+    let pid = exec
+        .pid
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or("docker did not report the exec's pid")?;
+    if process::may_signal(pid) {
+        // SAFETY: kill(2) on one positive pid; no memory is touched.
+        if unsafe { libc::kill(pid, sig) } != 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        return Ok(());
+    }
+    let inner =
+        process::namespaced_pid(pid).ok_or("cannot tell the exec's pid in the container")?;
+    let config = ExecConfig {
+        cmd: Some(vec!["kill".into(), format!("-{sig}"), inner.to_string()]),
+        user: Some("0".into()),
+        ..Default::default()
+    };
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .map_err(|e| docker_error(e, None).to_string())?;
+    docker
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: true,
+                tty: false,
+                output_capacity: None,
+            }),
+        )
+        .await
+        .map_err(|e| docker_error(e, None).to_string())?;
+    Ok(())
+}
