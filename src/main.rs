@@ -43,7 +43,7 @@ enum Command {
     },
     /// Run a command in a running machine, like `docker exec`; exits with its code.
     Exec {
-        /// Pass stdin to the command.
+        /// Pass a terminal's stdin to the command (a pipe or a file always is).
         #[arg(short, long)]
         interactive: bool,
         /// Give the command a terminal (with -i: an interactive one).
@@ -204,8 +204,12 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            // A pipe or a file on stdin is passed on, as `ssh` does (so
+            // `printf 'a\nb\n' | hyperfleet exec web wc -l` counts 2); a
+            // terminal's keyboard only with -i, as `docker exec` has it.
+            use std::io::IsTerminal;
             let opts = ExecOptions {
-                interactive,
+                interactive: interactive || !std::io::stdin().is_terminal(),
                 tty,
                 env: vars,
                 working_dir: workdir,

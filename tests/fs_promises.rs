@@ -467,14 +467,17 @@ fn the_tree_cannot_be_renamed_added_to_or_removed_from() {
         "touch machines/a/new",
         "/bin/echo x > machines/a/new",
         "touch machines/new-file",
-        // unlink
-        "rm machines/a/status",
-        "rm -f machines/a/config",
+        // unlink outside a machine
         "rm by-status/pending/a",
     ] {
         let stderr = d.fails(script);
         expect_errno(&stderr, "Operation not permitted");
     }
+    // A machine's files go only with the machine: there is no link of
+    // theirs to unlink (which is what lets `rm -rf` reach the rmdir).
+    let stderr = d.fails("rm machines/a/status");
+    expect_errno(&stderr, "No such file or directory");
+    d.ok("rm -f machines/a/config");
 
     assert_eq!(d.ok("ls machines"), "a\nb\n");
     assert_eq!(d.ok("ls machines/a"), files);

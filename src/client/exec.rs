@@ -123,7 +123,7 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
     })?;
     if code == i64::from(EXIT_TIMED_OUT) && opts.timeout.is_some() {
         eprintln!(
-            "hyperfleet exec: {name}: the command was killed after its timeout of {}s",
+            "hyperfleet exec: {name}: the command timed out after {}s and was killed",
             opts.timeout.unwrap_or_default()
         );
     }

@@ -165,6 +165,8 @@ impl Machine {
     /// Makes `next` the record everyone reads, and tells waiters if the
     /// status changed. Only the commit path calls this.
     pub(super) fn publish(&self, next: MachineRecord) {
+        // What `info` rendered is out of date now.
+        lock(&self.info_cache).take();
         let status = next.status;
         let old = {
             let mut r = write(&self.record);

@@ -6,7 +6,7 @@
 //! This is the one place agent errors become crate errors, so `exec` in a
 //! Firecracker and in a Cloud Hypervisor machine fails the same way: an
 //! agent that never answers is EHOSTUNREACH with the port named, a command
-//! that cannot start is exit 127/126 as a shell (and `docker exec`) reports it.
+//! that cannot start is exit 126 as `docker exec` reports it.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,9 @@ use crate::model::{ExecOutput, ExecRequest, StreamControl, StreamRequest};
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// How long after a boot the agent is probed before it is called absent.
 pub const BOOT_PROBE: Duration = Duration::from_secs(60);
+
+/// The exit code of a command that could not be executed (`docker exec`'s).
+pub const CANNOT_EXECUTE: i64 = 126;
 
 /// What is known of the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +197,7 @@ impl GuestAgent {
         exec.user = req.user.clone();
         // The agent wants a limit; "none" is the longest a command may have.
         exec.timeout = req.timeout.unwrap_or(crate::model::action::MAX_TIMEOUT);
-        let session = client
+        let started = client
             .exec_stream(agent::StreamRequest {
                 exec,
                 pty: req.tty.map(|w| agent::WindowSize {
@@ -202,8 +205,18 @@ impl GuestAgent {
                     cols: w.cols,
                 }),
             })
-            .await
-            .map_err(to_error)?;
+            .await;
+        let session = match started {
+            Ok(s) => s,
+            // As for a one-shot exec: a command that cannot start ends at
+            // once with 126 and says why on stderr.
+            Err(agent::Error::Remote { kind, message, .. })
+                if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
+            {
+                return Ok(ended_at_once(message));
+            }
+            Err(e) => return Err(to_error(e)),
+        };
         let (mut input, mut output) = session.split();
         let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
         let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
@@ -267,6 +280,21 @@ impl GuestAgent {
             input: in_tx,
             output: out_rx,
         })
+    }
+}
+
+/// A session whose command could not start: its message, then exit 126.
+fn ended_at_once(message: String) -> ExecStreams {
+    let (in_tx, _) = mpsc::channel(1);
+    let (out_tx, out_rx) = mpsc::channel(2);
+    let _ = out_tx.try_send(StreamOutput::Stderr(format!("{message}\n").into_bytes()));
+    let _ = out_tx.try_send(StreamOutput::Exit {
+        code: CANNOT_EXECUTE,
+        timed_out: false,
+    });
+    ExecStreams {
+        input: in_tx,
+        output: out_rx,
     }
 }
 

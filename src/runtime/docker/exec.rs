@@ -143,7 +143,7 @@ impl Container {
     /// the container's processes (not root) asks the container itself, with
     /// a second exec of `kill` as the container's root user; an image
     /// without `kill` makes that fail, and the error says so.
-    async fn kill_exec(&self, docker: &Docker, exec_id: &str) -> Result<(), String> {
+    pub(super) async fn kill_exec(&self, docker: &Docker, exec_id: &str) -> Result<(), String> {
         // The engine may report the process running a moment before its pid.
         let mut pid = None;
         for _ in 0..250 {

@@ -2,6 +2,7 @@
 //! and stderr streamed through the engine's hijacked connection, a pty on
 //! request, window resizes, signals, close-stdin.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};
@@ -69,6 +70,18 @@ impl Container {
         let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
         let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
 
+        // Kills the command and all it started (a timeout, a caller gone).
+        let killer = Arc::new(ExecKiller {
+            container: Container::with_connection(
+                self.conn.clone(),
+                self.machine.clone(),
+                self.spec.clone(),
+                crate::runtime::null_sink(),
+            )?,
+            docker: docker.clone(),
+            id: id.clone(),
+        });
+        let kill_on_signal = killer.clone();
         // Input: bytes to the command's stdin, controls to the engine.
         let name = self.name.clone();
         let input_docker = docker.clone();
@@ -92,6 +105,9 @@ impl Container {
                     StreamInput::Control(StreamControl::Resize(size)) => {
                         resize(&input_docker, &input_id, size).await
                     }
+                    StreamInput::Control(StreamControl::Signal(libc::SIGKILL)) => {
+                        kill_on_signal.kill().await
+                    }
                     StreamInput::Control(StreamControl::Signal(sig)) => {
                         if let Err(e) = signal_exec(&input_docker, &name, &input_id, sig).await {
                             tracing::debug!(container = %name, "cannot signal exec: {e}");
@@ -109,6 +125,7 @@ impl Container {
         let timeout = req.timeout;
         let me_name = self.name.clone();
         let conn = self.conn.clone();
+        let kill = killer;
         tokio::spawn(async move {
             let mut output = output;
             let pump = async {
@@ -144,9 +161,10 @@ impl Container {
             };
             let (code, timed_out) = match finished {
                 Ok(true) => (exit_code(&docker, &id).await, false),
-                // Timed out, or nobody listens any more: the command goes.
+                // Timed out, or nobody listens any more: the command goes,
+                // with everything it started.
                 Ok(false) | Err(_) => {
-                    let _ = signal_exec(&docker, &me_name, &id, libc::SIGKILL).await;
+                    kill.kill().await;
                     (128 + i64::from(libc::SIGKILL), finished.is_err())
                 }
             };
@@ -157,6 +175,21 @@ impl Container {
             input: in_tx,
             output: out_rx,
         })
+    }
+}
+
+/// Kills an exec's command and everything it started.
+struct ExecKiller {
+    container: Container,
+    docker: Docker,
+    id: String,
+}
+
+impl ExecKiller {
+    async fn kill(&self) {
+        if let Err(e) = self.container.kill_exec(&self.docker, &self.id).await {
+            tracing::warn!(container = %self.container.name, "cannot kill exec: {e}");
+        }
     }
 }
 
