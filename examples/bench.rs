@@ -74,7 +74,8 @@ fn main() -> anyhow::Result<()> {
     let mount = dir.path().join("mnt");
     std::fs::create_dir_all(&mount)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let core = Core::open(&dir.path().join("state"), daemon::drivers()?)?;
+    let state = dir.path().join("state");
+    let core = Core::open(&state, daemon::drivers(&state)?)?;
     rt.block_on(core.reconcile(true));
     let session = daemon::mount(core.clone(), rt.handle().clone(), &mount)?;
     let m = |rel: &str| mount.join(rel);
