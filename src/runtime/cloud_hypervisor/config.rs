@@ -53,6 +53,8 @@ pub struct Config {
     pub net: Vec<NetConfig>,
     pub vsock: Option<VsockConfig>,
     pub ready_timeout: Duration,
+    /// Deadline of each API call.
+    pub api_timeout: Duration,
     /// The guest's addresses, for `info`.
     pub guest_addresses: Vec<String>,
 }
@@ -95,6 +97,7 @@ impl Config {
                 id: None,
             }),
             ready_timeout: READY_TIMEOUT,
+            api_timeout: crate::runtime::http::DEFAULT_TIMEOUT,
             guest_addresses: Vec::new(),
             runtime_dir,
         }
@@ -194,6 +197,11 @@ impl Config {
 
     pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn with_api_timeout(mut self, timeout: Duration) -> Self {
+        self.api_timeout = timeout;
         self
     }
 

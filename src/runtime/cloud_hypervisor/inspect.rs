@@ -123,10 +123,21 @@ impl Machine {
             "console": files.console(),
             "log": files.vmm_log(),
         });
-        match self.process() {
-            Some(p) => {
-                let ping = self.api().vmm_ping().await.map_err(errors::http)?;
-                let vm = no_vm(self.api().vm_info().await).map_err(errors::http)?;
+        let asked = async {
+            let ping = self.api().vmm_ping().await?;
+            Ok((ping, no_vm(self.api().vm_info().await)?))
+        };
+        let live = match self.process() {
+            Some(p) => match asked.await {
+                Ok(facts) => Some((p, facts)),
+                // It is dying: say so, rather than fail.
+                Err(_) if p.wait_for(DYING).await.is_some() => None,
+                Err(e) => return Err(errors::http(e)),
+            },
+            None => None,
+        };
+        match live {
+            Some((p, (ping, vm))) => {
                 info.pid = Some(p.pid());
                 info.state = vm
                     .as_ref()

@@ -37,6 +37,7 @@ use super::handlers::{Handlers, Restore};
 use crate::error::Result;
 use crate::model::action::DEFAULT_SHUTDOWN_GRACE;
 use crate::model::{ExecOutput, ExecRequest, Exit, RuntimeKind};
+use crate::runtime::http::UnixHttp;
 use crate::runtime::vm::{self, errors, Supervisor, VmFiles, VmmProcess};
 use crate::runtime::{null_sink, Observed, Runtime, RuntimeInfo, Sink};
 
@@ -72,7 +73,9 @@ impl Machine {
         let files = config.files();
         Machine {
             inner: Arc::new(Inner {
-                api: CloudHypervisorApi::new(&config.socket_path),
+                api: CloudHypervisorApi::with_client(
+                    UnixHttp::new(&config.socket_path).with_timeout(config.api_timeout),
+                ),
                 supervisor: Supervisor::new(files.clone()),
                 files,
                 config,

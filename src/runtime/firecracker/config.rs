@@ -50,6 +50,8 @@ pub struct Config {
     pub vsock: Option<Vsock>,
     pub log_level: LogLevel,
     pub ready_timeout: Duration,
+    /// Deadline of each API call.
+    pub api_timeout: Duration,
     /// The guest's addresses, for `info`.
     pub guest_addresses: Vec<String>,
 }
@@ -91,6 +93,7 @@ impl Config {
             }),
             log_level: LogLevel::Info,
             ready_timeout: READY_TIMEOUT,
+            api_timeout: crate::runtime::http::DEFAULT_TIMEOUT,
             guest_addresses: Vec::new(),
             runtime_dir,
         }
@@ -196,6 +199,11 @@ impl Config {
 
     pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn with_api_timeout(mut self, timeout: Duration) -> Self {
+        self.api_timeout = timeout;
         self
     }
 

@@ -99,10 +99,21 @@ impl Machine {
             "log": files.vmm_log(),
             "metrics": files.metrics(),
         });
-        match self.process() {
-            Some(p) => {
-                let instance = self.api().describe_instance().await.map_err(errors::http)?;
-                let config = self.api().vm_config().await.map_err(errors::http)?;
+        let asked = async {
+            let instance = self.api().describe_instance().await?;
+            Ok((instance, self.api().vm_config().await?))
+        };
+        let live = match self.process() {
+            Some(p) => match asked.await {
+                Ok(facts) => Some((p, facts)),
+                // It is dying: say so, rather than fail.
+                Err(_) if p.wait_for(DYING).await.is_some() => None,
+                Err(e) => return Err(errors::http(e)),
+            },
+            None => None,
+        };
+        match live {
+            Some((p, (instance, config))) => {
                 info.pid = Some(p.pid());
                 info.state = state_name(instance.state).into();
                 info.details = serde_json::json!({
