@@ -37,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
         handlers::INSTANCE_START,
         "announce",
         |m: Machine| async move {
-            let config = m.api().vm_config().await.map_err(hyperfleet::runtime::vm::errors::http)?;
+            let config = m
+                .api()
+                .vm_config()
+                .await
+                .map_err(hyperfleet::runtime::vm::errors::http)?;
             println!("configured: {} drive(s); booting", config.drives.len());
             Ok(())
         },

@@ -1,3 +1,5 @@
+#![allow(dead_code)]
+
 //! What the VM examples share: finding the VMM binary and a guest kernel.
 
 use std::path::{Path, PathBuf};

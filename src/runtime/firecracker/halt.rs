@@ -17,10 +17,12 @@ const TERM_WAIT: Duration = Duration::from_secs(5);
 impl Machine {
     pub(super) async fn halt(&self, grace: Duration) -> Result<()> {
         if let Some(p) = self.process() {
-            // Before InstanceStart (or with the API wedged) there is no
-            // guest to ask: the signals below do it.
-            if let Err(e) = self.api().send_ctrl_alt_del().await {
-                tracing::debug!(pid = p.pid(), "SendCtrlAltDel: {e}");
+            // No grace, no guest to ask; before InstanceStart (or with the
+            // API wedged) neither: the signals below do it.
+            if !grace.is_zero() {
+                if let Err(e) = self.api().send_ctrl_alt_del().await {
+                    tracing::debug!(pid = p.pid(), "SendCtrlAltDel: {e}");
+                }
             }
             if p.wait_for(grace).await.is_none() {
                 tracing::debug!(

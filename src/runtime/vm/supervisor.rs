@@ -33,11 +33,9 @@ use crate::error::{Error, Result};
 use crate::model::Exit;
 use crate::runtime::http::HttpError;
 use crate::runtime::process::ProcessHandle;
-use crate::runtime::vmm_process::{tail_lines, Vmm, VmmCommand, VmmExit};
+use crate::runtime::vmm_process::{tail_lines, Vmm, VmmCommand, VmmExit, READY_POLL};
 use crate::runtime::{Observed, Sink};
 
-/// How often the API socket is tried while a VMM comes up.
-const READY_POLL: Duration = Duration::from_millis(10);
 /// How long a SIGKILLed VMM may take to be gone before we say it is stuck.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
