@@ -486,3 +486,97 @@ fn exec_in_a_vm_is_not_supported_yet() {
         d.ok("echo kill > machines/vm/ctl");
     }
 }
+
+/// A VMM whose machine is gone from the store (say, the daemon died in the
+/// middle of a delete) is found by its pid file and removed when the
+/// daemon starts, with its runtime directory.
+fn orphan_swept(kind: Vmm) {
+    let Some(mut d) = vm::daemon(kind) else {
+        return;
+    };
+    create(&d, "gone", &config(kind, &greeting_kernel(), ""));
+    create(&d, "kept", &config(kind, &greeting_kernel(), ""));
+    d.ok("echo start > machines/gone/ctl && echo start > machines/kept/ctl");
+    let orphan = vmm_pid(&d, "gone");
+    let kept = vmm_pid(&d, "kept");
+    let dir = run_dir(&d, "gone");
+    d.kill9();
+    let db = rusqlite::Connection::open(d.state.join("hyperfleet.db")).unwrap();
+    db.execute("DELETE FROM machines WHERE name = 'gone'", [])
+        .unwrap();
+    drop(db);
+    d.spawn();
+    wait_until("the orphan is removed", Duration::from_secs(10), || {
+        !alive(orphan) && !dir.exists()
+    });
+    assert_eq!(
+        vmm_processes(&d),
+        [kept].into(),
+        "the other VM is untouched"
+    );
+    assert_eq!(status(&d, "kept"), "running");
+    d.ok("echo kill > machines/kept/ctl");
+}
+
+#[test]
+fn orphan_swept_firecracker() {
+    orphan_swept(Vmm::Firecracker);
+}
+
+#[test]
+fn orphan_swept_cloud_hypervisor() {
+    orphan_swept(Vmm::CloudHypervisor);
+}
+
+/// The daemon dies while a start waits for its VMM (a stand-in that never
+/// opens its API socket): the restarted daemon rolls the start back, so the
+/// machine is failed with the reason and the VMM is gone, not adopted.
+fn start_cut_short(kind: Vmm) {
+    let Some(mut d) = vm::daemon(kind) else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let silent = vm::script(host.path(), "silent-vmm", "exec sleep 120");
+    let extra = format!(r#""vmm_binary":"{}""#, silent.display());
+    create(&d, "vm", &config(kind, &greeting_kernel(), &extra));
+    let pid_file = run_dir(&d, "vm").join(format!("{}.pid", kind.runtime_type()));
+    // The start is left hanging (its writer gets ENOTCONN when the daemon dies).
+    let _ = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("echo start > machines/vm/ctl")
+        .current_dir(&d.mount)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the stand-in VMM is spawned",
+        Duration::from_secs(5),
+        || pid_file.exists(),
+    );
+    let spawned = vmm_processes(&d);
+    assert_eq!(spawned.len(), 1);
+    assert_eq!(status(&d, "vm"), "starting");
+    d.kill9();
+    d.spawn();
+    wait_until("the start is rolled back", Duration::from_secs(10), || {
+        status(&d, "vm") == "failed"
+    });
+    let err = error(&d, "vm");
+    assert!(
+        err.contains("never answered on its API socket")
+            && err.contains("hyperfleet stopped while starting it"),
+        "{err}"
+    );
+    assert!(vmm_processes(&d).is_empty());
+    assert!(spawned.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn start_cut_short_firecracker() {
+    start_cut_short(Vmm::Firecracker);
+}
+
+#[test]
+fn start_cut_short_cloud_hypervisor() {
+    start_cut_short(Vmm::CloudHypervisor);
+}

@@ -77,6 +77,18 @@ impl Machine {
                 if p.wait_for(DYING).await.is_some() {
                     return Ok(self.ended_observed(&p).expect("it ended"));
                 }
+                if adopting && !sup.was_started(&p) {
+                    // Its start was cut short: roll it back.
+                    p.kill().await?;
+                    sup.after_exit();
+                    return Ok(Observed::Exited {
+                        exit: Exit::Unknown,
+                        reason: Some(format!(
+                            "cloud-hypervisor pid {} never answered on its API socket, and was stopped",
+                            p.pid()
+                        )),
+                    });
+                }
                 if adopting {
                     return Ok(Observed::Transitional(format!(
                         "cloud-hypervisor pid {} runs but its API does not answer: {}",
@@ -88,6 +100,12 @@ impl Machine {
             }
         };
         let state = vm.map(|v| v.state);
+        let booted = matches!(state, Some(VmState::Running | VmState::Paused));
+        if adopting && booted && !sup.was_started(&p) {
+            // Booted, but the daemon died before recording it: the start
+            // is finished here.
+            sup.mark_started(&p)?;
+        }
         Ok(match state {
             Some(VmState::Running) => Observed::Running,
             Some(VmState::Paused) => Observed::Paused,

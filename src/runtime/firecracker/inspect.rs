@@ -48,6 +48,18 @@ impl Machine {
                 if p.wait_for(DYING).await.is_some() {
                     return Ok(self.ended_observed(&p).expect("it ended"));
                 }
+                if adopting && !sup.was_started(&p) {
+                    // Its start was cut short: roll it back.
+                    p.kill().await?;
+                    sup.after_exit();
+                    return Ok(Observed::Exited {
+                        exit: Exit::Unknown,
+                        reason: Some(format!(
+                            "firecracker pid {} never answered on its API socket, and was stopped",
+                            p.pid()
+                        )),
+                    });
+                }
                 if adopting {
                     return Ok(Observed::Transitional(format!(
                         "firecracker pid {} runs but its API does not answer: {}",
@@ -64,6 +76,12 @@ impl Machine {
                 p.pid(),
                 info.id
             )));
+        }
+        let booted = matches!(info.state, InstanceState::Running | InstanceState::Paused);
+        if adopting && booted && !sup.was_started(&p) {
+            // Booted, but the daemon died before recording it: the start
+            // is finished here.
+            sup.mark_started(&p)?;
         }
         Ok(match info.state {
             InstanceState::Running => Observed::Running,

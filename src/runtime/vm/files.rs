@@ -10,6 +10,7 @@
 //!   vmm.stdout, vmm.stderr       the VMM's other output (Cloud Hypervisor's stdout)
 //!   metrics.json                 Firecracker's metrics
 //!   <kind>.pid                   pid and start time of the VMM (see `process::ProcessHandle`)
+//!   <kind>.started               the same, once its start has completed
 //!   <kind>.exit                  how that VMM ended, when the daemon saw it end
 //! ```
 //!
@@ -118,6 +119,12 @@ impl VmFiles {
         self.dir.join(format!("{}.exit", self.kind))
     }
 
+    /// Names the VMM whose start completed (a live VMM it does not name is
+    /// a start cut short).
+    pub fn started_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.started", self.kind))
+    }
+
     /// The sockets a VMM of this VM binds.
     pub fn sockets(&self) -> [&Path; 2] {
         [&self.api_socket, &self.vsock_socket]
@@ -126,9 +133,7 @@ impl VmFiles {
     /// Fails clearly when a socket path is too long to be bound, instead of
     /// letting the VMM die with a cryptic bind error.
     pub fn check_socket_paths(&self) -> Result<()> {
-        self.sockets()
-            .into_iter()
-            .try_for_each(|p| check_socket_path(p))
+        self.sockets().into_iter().try_for_each(check_socket_path)
     }
 
     /// Removes the sockets a VMM left behind (Firecracker never removes its

@@ -11,11 +11,12 @@
 //! process while another needs it. Signals go through pidfds, so a pid that
 //! is reused is never hit.
 //!
-//! Once a start has succeeded the run is *committed*: its exit is then also
-//! written to `<kind>.exit`, next to the pid file, so that how a run ended
-//! is known to anyone who looks later, a restarted daemon included. A start
-//! that fails never commits, and leaves no pid file: the last run's exit
-//! file stays as it was.
+//! Once a start has succeeded the run is *committed*: `<kind>.started`
+//! names it, and its exit is then also written to `<kind>.exit`, so that
+//! how a run ended is known to anyone who looks later, a restarted daemon
+//! included. A start that fails never commits, and leaves no pid file: the
+//! last run's exit file stays as it was. A live VMM that `<kind>.started`
+//! does not name is a start cut short by a daemon's death.
 
 use std::future::Future;
 use std::path::Path;
@@ -360,10 +361,7 @@ impl Supervisor {
         let spawned = self.starting().take();
         match (res, spawned) {
             (Ok(()), Some(p)) => match p.ended() {
-                None => {
-                    p.commit();
-                    Ok(())
-                }
+                None => self.mark_started(&p),
                 Some(ended) => {
                     let _ = self.undo_start(&p).await;
                     Err(errors::exited(binary, &ended, "as it booted"))
@@ -458,6 +456,22 @@ impl Supervisor {
             (Some(h), _) => Some(Ended::new(h, Exit::Unknown, last_words(&self.files))),
             (None, recorded) => recorded,
         }
+    }
+
+    /// Records that `p`'s start completed: it is the machine's run.
+    pub fn mark_started(&self, p: &VmmProcess) -> Result<()> {
+        p.commit();
+        p.handle()
+            .write(&self.files.started_file())
+            .map_err(|e| Error::Runtime(errors::chain(&e)))
+    }
+
+    /// Whether `p`'s start completed (see the module's documentation).
+    pub fn was_started(&self, p: &VmmProcess) -> bool {
+        ProcessHandle::read(&self.files.started_file())
+            .ok()
+            .flatten()
+            .is_some_and(|h| h == p.handle)
     }
 
     /// An exit this supervisor could not know (an adopted process) is
