@@ -541,7 +541,7 @@ fn start_cut_short(kind: Vmm) {
     create(&d, "vm", &config(kind, &greeting_kernel(), &extra));
     let pid_file = run_dir(&d, "vm").join(format!("{}.pid", kind.runtime_type()));
     // The start is left hanging (its writer gets ENOTCONN when the daemon dies).
-    let _ = std::process::Command::new("sh")
+    let mut writer = std::process::Command::new("sh")
         .arg("-c")
         .arg("echo start > machines/vm/ctl")
         .current_dir(&d.mount)
@@ -557,6 +557,7 @@ fn start_cut_short(kind: Vmm) {
     assert_eq!(spawned.len(), 1);
     assert_eq!(status(&d, "vm"), "starting");
     d.kill9();
+    let _ = writer.wait();
     d.spawn();
     wait_until("the start is rolled back", Duration::from_secs(10), || {
         status(&d, "vm") == "failed"
