@@ -161,6 +161,7 @@ fn daemon_kill9(kind: Vmm) {
         d.ok(&format!("echo start > machines/{name}/ctl"));
         greeted(&d, name);
     }
+    d.ok("echo pause > machines/b/ctl");
     let pids: Vec<u32> = ["a", "b", "c"].iter().map(|n| vmm_pid(&d, n)).collect();
     assert_eq!(vmm_processes(&d), pids.iter().copied().collect());
 
@@ -175,15 +176,15 @@ fn daemon_kill9(kind: Vmm) {
     });
     d.spawn();
 
-    for (name, pid) in [("a", pids[0]), ("b", pids[1])] {
-        assert_eq!(status(&d, name), "running", "{name}");
+    for (name, pid, state) in [("a", pids[0], "Running"), ("b", pids[1], "Paused")] {
+        assert_eq!(status(&d, name), state.to_lowercase(), "{name}");
         assert_eq!(
             vmm_pid(&d, name),
             pid,
             "{name} is re-adopted, not restarted"
         );
         let rt = &info(&d, name)["runtime_info"];
-        assert_eq!(rt["state"], "Running");
+        assert_eq!(rt["state"], state);
         assert_eq!(rt["details"]["vmm"]["child_of_daemon"], false);
         // The console is resumed where it was, not copied again.
         assert_eq!(greetings(&d, name), 1, "{name}'s logs");
@@ -580,4 +581,44 @@ fn start_cut_short_firecracker() {
 #[test]
 fn start_cut_short_cloud_hypervisor() {
     start_cut_short(Vmm::CloudHypervisor);
+}
+
+/// With no VMM binary configured, the runtime says which variable to set,
+/// and a start fails with ECONNREFUSED; a machine naming its own binary
+/// still starts.
+#[test]
+fn without_a_binary_the_runtime_is_unavailable() {
+    let bins: Vec<_> = BOTH.iter().map(|k| k.binary()).collect();
+    let d = Daemon::start_with_env(&[
+        ("HYPERFLEET_FIRECRACKER_BIN", ""),
+        ("HYPERFLEET_CLOUD_HYPERVISOR_BIN", ""),
+    ]);
+    for (kind, bin) in BOTH.into_iter().zip(bins) {
+        let var = match kind {
+            Vmm::Firecracker => "HYPERFLEET_FIRECRACKER_BIN",
+            Vmm::CloudHypervisor => "HYPERFLEET_CLOUD_HYPERVISOR_BIN",
+        };
+        let health = d.read(&format!("runtimes/{}/status", kind.runtime_type()));
+        assert!(
+            health.starts_with("unavailable: ") && health.contains(var),
+            "{health}"
+        );
+        let name = format!("no-bin-{}", kind.runtime_type());
+        create(&d, &name, &config(kind, &greeting_kernel(), ""));
+        let stderr = d.fails(&format!("/bin/echo start > machines/{name}/ctl"));
+        expect_errno(&stderr, "Connection refused");
+        assert!(error(&d, &name).contains(var), "{}", error(&d, &name));
+        assert_eq!(status(&d, &name), "pending");
+        let Some(bin) = bin else { continue };
+        // A config path may not climb with `..`.
+        let bin = std::fs::canonicalize(bin).unwrap();
+        let own = format!(r#""vmm_binary":"{}""#, bin.display());
+        d.ok(&format!(
+            "printf '%s' '{}' > machines/{name}/config && echo start > machines/{name}/ctl",
+            config(kind, &greeting_kernel(), &own)
+        ));
+        assert_eq!(status(&d, &name), "running");
+        d.ok(&format!("echo kill > machines/{name}/ctl"));
+    }
+    assert!(vmm_processes(&d).is_empty());
 }

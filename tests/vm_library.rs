@@ -21,7 +21,7 @@ use hyperfleet::Error;
 
 use common::fake_vmm::{FakeVmm, Flavor};
 use common::kernel::{greeting_kernel, test_kernel, GREETING};
-use common::vm::{alive, script};
+use common::vm::{alive, script, KillVmmsIn};
 use common::vmm::{cloud_hypervisor_bin, firecracker_bin, raw_disk, runtime_dir};
 
 /// Collects what a sink is given.
@@ -75,6 +75,7 @@ fn pid_file(dir: &Path, kind: &str) -> PathBuf {
 async fn a_firecracker_machine_from_rust_with_its_chain_extended() {
     let Some(bin) = firecracker_bin() else { return };
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let images = tempfile::tempdir().unwrap();
     let root = raw_disk(images.path(), "root.img", 8);
     let data = raw_disk(images.path(), "data.img", 2);
@@ -149,6 +150,7 @@ async fn a_firecracker_machine_from_rust_with_its_chain_extended() {
 async fn a_failing_step_undoes_the_whole_start() {
     let Some(bin) = firecracker_bin() else { return };
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let config = firecracker::Config::new(&bin, dir.path(), test_kernel()).with_memory_mib(64);
     let mut vm = firecracker::Machine::new(config);
     let spawned = Arc::new(Mutex::new(None));
@@ -176,6 +178,7 @@ async fn a_cloud_hypervisor_machine_from_rust() {
         return;
     };
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let images = tempfile::tempdir().unwrap();
     let data = raw_disk(images.path(), "data.img", 2);
     let config = cloud_hypervisor::Config::new(&bin, dir.path(), greeting_kernel())
@@ -263,6 +266,7 @@ async fn firecracker_api_errors_fail_the_start_cleanly() {
 
     // A 400 on a call that normally succeeds: Firecracker's words.
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let config = fc_against_fake(dir.path(), &bin).with_drives(DrivesBuilder::new(&root).build());
     let vm = firecracker::Machine::new(config);
     let (res, vmm, fake) =
@@ -302,6 +306,7 @@ async fn firecracker_api_errors_fail_the_start_cleanly() {
 
     // A call that never answers: ETIMEDOUT after the API deadline.
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let config = fc_against_fake(dir.path(), &bin).with_api_timeout(Duration::from_millis(300));
     let vm = firecracker::Machine::new(config);
     let (res, vmm, _fake) =
@@ -320,6 +325,7 @@ async fn firecracker_api_errors_fail_the_start_cleanly() {
 
     // A socket answered by another machine's Firecracker is not ours.
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let config = fc_against_fake(dir.path(), &bin).with_vm_id("someone-else");
     let vm = firecracker::Machine::new(config);
     let (res, vmm, _fake) =
@@ -334,6 +340,7 @@ async fn a_socket_that_never_appears_times_out_and_the_vmm_goes() {
     let host = tempfile::tempdir().unwrap();
     let bin = idle_vmm(host.path());
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let config = fc_against_fake(dir.path(), &bin).with_ready_timeout(Duration::from_millis(300));
     let vm = firecracker::Machine::new(config);
     let started = std::time::Instant::now();
@@ -357,6 +364,7 @@ async fn cloud_hypervisor_api_errors_fail_the_start_cleanly() {
     // The stand-in answers vmm.ping with its own pid, not the spawned
     // process's: the socket is not this VMM's, and the start says so.
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let vm = cloud_hypervisor::Machine::new(cloud_hypervisor::Config::new(
         &bin,
         dir.path(),
@@ -376,6 +384,7 @@ async fn cloud_hypervisor_api_errors_fail_the_start_cleanly() {
 
     // With that check replaced by a step of ours, a 500 at vm.boot.
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let mut vm = cloud_hypervisor::Machine::new(cloud_hypervisor::Config::new(
         &bin,
         dir.path(),
@@ -430,6 +439,7 @@ async fn an_abandoned_start_leaves_nothing() {
     let host = tempfile::tempdir().unwrap();
     let bin = idle_vmm(host.path());
     let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
     let vm = firecracker::Machine::new(fc_against_fake(dir.path(), &bin));
     let vmm = {
         // The start hangs on a call; then its caller gives up on it (as

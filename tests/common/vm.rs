@@ -176,6 +176,25 @@ pub fn kill_vmms_under(state: &Path) {
     }
 }
 
+/// SIGKILLs the live processes named by the pid files in `dir` (one VM's
+/// runtime directory, in library tests) when dropped: cleanup even when a
+/// test fails half-way.
+pub struct KillVmmsIn(pub PathBuf);
+
+impl Drop for KillVmmsIn {
+    fn drop(&mut self) {
+        for file in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            if file.path().extension().is_some_and(|e| e == "pid") {
+                if let Ok(Some(h)) = ProcessHandle::read(&file.path()) {
+                    if h.is_alive() {
+                        let _ = h.signal(libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Polls `f` until it holds; panics naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
