@@ -8,6 +8,11 @@
 //! file beside the console, so that a daemon restarted after a `kill -9`
 //! resumes where its predecessor stopped rather than repeating or losing
 //! output.
+//!
+//! The VMM keeps writing the file for as long as the VM runs, so what has
+//! been copied is given back to the filesystem every few MiB by punching a
+//! hole over it: the file keeps its length (offsets stay valid, the VMM's
+//! own write position included) but no longer its blocks.
 
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,6 +26,8 @@ use crate::runtime::Sink;
 const POLL: Duration = Duration::from_millis(100);
 /// Largest piece handed to the sink at once.
 const CHUNK: usize = 64 * 1024;
+/// Copied output is released once this much has piled up.
+const RELEASE_EVERY: u64 = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Console {
@@ -87,11 +94,15 @@ impl Console {
         }
         tokio::pin!(ended);
         let mut over = false;
+        let mut released = 0;
         loop {
             match self.copy(sink, offset)? {
                 Copied::More(n) => {
                     offset += n;
                     self.save_offset(offset);
+                    if offset - released >= RELEASE_EVERY {
+                        released = self.release(offset);
+                    }
                     continue;
                 }
                 // A new run truncated the file: this follower is stale.
@@ -104,6 +115,32 @@ impl Console {
                 _ = &mut ended, if !over => over = true,
             }
         }
+    }
+
+    /// Frees the disk blocks of the console's first `upto` bytes (already
+    /// copied), keeping the file's length; returns how far it tried, so a
+    /// filesystem that cannot punch holes is not asked again at once.
+    fn release(&self, upto: u64) -> u64 {
+        use std::os::fd::AsRawFd;
+        let upto = upto & !4095;
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(&self.path) else {
+            return upto;
+        };
+        // SAFETY: fallocate on an fd we own; punching a hole changes no
+        // length and no data beyond the range, which is already copied.
+        let rc = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                upto as libc::off_t,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!(path = %self.path.display(), "cannot release copied console output: {e}");
+        }
+        upto
     }
 
     /// Copies at most one chunk from `offset`.
@@ -202,6 +239,31 @@ mod tests {
         let sink: Sink = third.clone();
         console.follow(&sink, false, async {}).await.unwrap();
         assert_eq!(text(&third), "booting\nwhile nobody watched\n");
+    }
+
+    #[tokio::test]
+    async fn copied_output_gives_its_disk_space_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let console = Console::new(dir.path().join("console.log"), dir.path().join("offset"));
+        console.reset().unwrap();
+        let chatter: Vec<u8> = b"0123456789abcdef".repeat(RELEASE_EVERY as usize / 16 * 2);
+        std::fs::write(console.path(), &chatter).unwrap();
+        let seen = Arc::new(Collect::default());
+        let sink: Sink = seen.clone();
+        console.follow(&sink, false, async {}).await.unwrap();
+        assert_eq!(
+            seen.0.lock().unwrap().len(),
+            chatter.len(),
+            "all of it copied"
+        );
+        let md = std::fs::metadata(console.path()).unwrap();
+        assert_eq!(md.len(), chatter.len() as u64, "the length stays");
+        assert!(
+            md.blocks() * 512 < chatter.len() as u64 / 2,
+            "{} bytes still on disk",
+            md.blocks() * 512
+        );
     }
 
     #[tokio::test]
