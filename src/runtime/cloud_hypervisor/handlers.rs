@@ -149,7 +149,7 @@ pub async fn vm_boot(m: Machine) -> Result<()> {
 pub async fn check_snapshot(r: Restore) -> Result<()> {
     r.machine.config().binary.check()?;
     r.machine.files().check_socket_paths()?;
-    host_file("restore", &r.dir.join(SNAPSHOT_CONFIG), false)
+    host_file("snapshot", &r.dir.join(SNAPSHOT_CONFIG), false)
 }
 
 /// Restores the snapshot into the fresh Cloud Hypervisor (paused).

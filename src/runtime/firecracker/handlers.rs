@@ -207,7 +207,7 @@ pub async fn check_snapshot(r: Restore) -> Result<()> {
     r.machine.config().binary.check()?;
     r.machine.files().check_socket_paths()?;
     for name in [STATE_FILE, MEMORY_FILE] {
-        host_file("restore", &r.dir.join(name), false)?;
+        host_file("snapshot", &r.dir.join(name), false)?;
     }
     Ok(())
 }
