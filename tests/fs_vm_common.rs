@@ -67,6 +67,8 @@ fn lifecycle(kind: Vmm) {
     assert_eq!(rt["state"], "Running");
     assert_eq!(rt["runtime"], kind.runtime_type());
     assert_eq!(rt["details"]["vmm"]["child_of_daemon"], true);
+    let started = rt["started_at"].as_str().unwrap_or_default();
+    assert!(started.len() == 24 && started.ends_with('Z'), "{started}");
     let files = run_files(&d, "vm");
     for f in ["api.sock", "vsock.sock", "console.log", "vmm.log"] {
         assert!(

@@ -157,6 +157,7 @@ impl Machine {
         match live {
             Some((p, (ping, vm))) => {
                 info.pid = Some(p.pid());
+                info.started_at = p.started_at();
                 info.state = vm
                     .as_ref()
                     .map_or("no VM created", |v| state_name(v.state))

@@ -133,6 +133,7 @@ impl Machine {
         match live {
             Some((p, (instance, config))) => {
                 info.pid = Some(p.pid());
+                info.started_at = p.started_at();
                 info.state = state_name(instance.state).into();
                 info.details = serde_json::json!({
                     "vmm": {

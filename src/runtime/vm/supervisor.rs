@@ -221,6 +221,22 @@ impl VmmProcess {
         self.child
     }
 
+    /// When the process started, as RFC 3339 UTC (from its start time in
+    /// clock ticks since boot, and the boot time).
+    pub fn started_at(&self) -> Option<String> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let boot: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: sysconf has no memory effects.
+        let ticks = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+        let ms = boot * 1000 + self.handle.start_time * 1000 / ticks.max(1);
+        Some(rfc3339(ms))
+    }
+
     /// The run is the machine's current one: its exit is recorded on disk
     /// from now on (at once if it has already ended).
     pub fn commit(&self) {
@@ -294,6 +310,28 @@ impl VmmProcess {
         }
         self.kill().await
     }
+}
+
+/// `ms` since the epoch as `2026-11-26T06:33:37.941Z`.
+fn rfc3339(ms: u64) -> String {
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600_000,
+        rest / 60_000 % 60,
+        rest / 1000 % 60,
+        rest % 1000
+    )
 }
 
 /// The VMM of one machine.
@@ -678,6 +716,13 @@ mod tests {
             Supervisor::new(files).last_exit().unwrap().exit(),
             Exit::Signal(libc::SIGKILL)
         );
+    }
+
+    #[test]
+    fn start_times_read_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_674_804_765), "2026-11-26T06:33:24.765Z");
     }
 
     #[tokio::test]
