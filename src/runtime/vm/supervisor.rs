@@ -399,7 +399,13 @@ impl Supervisor {
         let spawned = self.starting().take();
         match (res, spawned) {
             (Ok(()), Some(p)) => match p.ended() {
-                None => self.mark_started(&p),
+                None => {
+                    let marked = self.mark_started(&p);
+                    if marked.is_err() {
+                        let _ = self.undo_start(&p).await;
+                    }
+                    marked
+                }
                 Some(ended) => {
                     let _ = self.undo_start(&p).await;
                     Err(errors::exited(binary, &ended, "as it booted"))
