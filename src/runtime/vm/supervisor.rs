@@ -504,10 +504,11 @@ impl Supervisor {
 
     /// Records that `p`'s start completed: it is the machine's run.
     pub fn mark_started(&self, p: &VmmProcess) -> Result<()> {
-        p.commit();
         p.handle()
             .write(&self.files.started_file())
-            .map_err(|e| Error::Runtime(errors::chain(&e)))
+            .map_err(|e| Error::Runtime(errors::chain(&e)))?;
+        p.commit();
+        Ok(())
     }
 
     /// Whether `p`'s start completed (see the module's documentation).
