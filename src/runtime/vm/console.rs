@@ -70,10 +70,7 @@ impl Console {
     }
 
     fn save_offset(&self, offset: u64) {
-        let tmp = self.offset_path.with_extension("offset.tmp");
-        let saved = std::fs::write(&tmp, format!("{offset}\n"))
-            .and_then(|()| std::fs::rename(&tmp, &self.offset_path));
-        if let Err(e) = saved {
+        if let Err(e) = super::files::replace(&self.offset_path, format!("{offset}\n").as_bytes()) {
             tracing::debug!(path = %self.offset_path.display(), "cannot save console offset: {e}");
         }
     }

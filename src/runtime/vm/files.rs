@@ -173,6 +173,17 @@ impl VmFiles {
     }
 }
 
+/// Replaces `path` with `bytes` whole (a temp file renamed over it), so a
+/// reader, a restarted daemon included, sees the old content or the new,
+/// never half. Not synced: these files describe VMMs, which do not survive
+/// the host going down either.
+pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path))
+}
+
 fn pid_file(dir: &Path, kind: RuntimeKind) -> PathBuf {
     dir.join(format!("{kind}.pid"))
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use super::binary::VmmBinary;
 use super::console::Console;
 use super::errors;
-use super::files::VmFiles;
+use super::files::{self, VmFiles};
 use crate::error::{Error, Result};
 use crate::model::Exit;
 use crate::runtime::http::HttpError;
@@ -94,10 +94,8 @@ impl Ended {
     }
 
     fn save(&self, path: &Path) {
-        let tmp = path.with_extension("exit.tmp");
         let text = serde_json::to_string(self).expect("plain fields serialise");
-        let saved = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = saved {
+        if let Err(e) = files::replace(path, text.as_bytes()) {
             tracing::warn!(path = %path.display(), "cannot record VMM exit: {e}");
         }
     }
@@ -504,9 +502,10 @@ impl Supervisor {
 
     /// Records that `p`'s start completed: it is the machine's run.
     pub fn mark_started(&self, p: &VmmProcess) -> Result<()> {
-        p.handle()
-            .write(&self.files.started_file())
-            .map_err(|e| Error::Runtime(errors::chain(&e)))?;
+        let path = self.files.started_file();
+        let text = serde_json::to_string(&p.handle()).expect("two integers serialise");
+        files::replace(&path, text.as_bytes())
+            .map_err(|e| Error::io(format!("write {}", path.display()), e))?;
         p.commit();
         Ok(())
     }
