@@ -18,7 +18,21 @@
 //! reports its pid). A VMM is never started for a machine whose pid file
 //! names a live one. A VMM that died while no daemon watched is reported as
 //! ended with an unknown status (its parent is gone, so is its status)
-//! unless the daemon recorded the exit in `<kind>.exit` before it died.
+//! unless the daemon recorded the exit in `<kind>.exit` before it died. A
+//! start cut short by the daemon's death (a live VMM that `<kind>.started`
+//! does not name, whose VM never booted) is rolled back: the VMM is killed.
+//!
+//! The runtime root (`<state>/run`) is given to the drivers by the daemon
+//! (`DriverSettings::run_root`); a driver lists the machine directories
+//! holding its kind's pid file there, so that the core's sweep removes a VMM
+//! whose machine is gone.
+//!
+//! # Lifecycle
+//!
+//! A start is a named chain of steps ([`chain`]) run under
+//! [`Supervisor::start`], which makes it all or nothing; stop, pause,
+//! snapshots and hot-plug are each VMM's own (see `firecracker` and
+//! `cloud_hypervisor`).
 //!
 //! # Files
 //!
