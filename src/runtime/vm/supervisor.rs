@@ -12,7 +12,8 @@
 //! is reused is never hit.
 //!
 //! Once a start has succeeded the run is *committed*: `<kind>.started`
-//! names it, and its exit is then also written to `<kind>.exit`, so that
+//! names it, and its exit is then also written to `<kind>.exit` (by the
+//! daemon that spawned it, the one that knows the status), so that
 //! how a run ended is known to anyone who looks later, a restarted daemon
 //! included. A start that fails never commits, and leaves no pid file: the
 //! last run's exit file stays as it was. A live VMM that `<kind>.started`
@@ -193,7 +194,7 @@ impl VmmProcess {
             let ended = Ended::new(reaped.handle, exit.into(), last_words(&files));
             tracing::debug!(pid = ended.pid, exit = %ended.exit(), "VMM ended");
             let mut record = reaped.lock();
-            if record.committed {
+            if record.committed && reaped.child {
                 ended.save(&reaped.exit_file);
             }
             record.ended = Some(ended.clone());
@@ -236,11 +237,13 @@ impl VmmProcess {
     }
 
     /// The run is the machine's current one: its exit is recorded on disk
-    /// from now on (at once if it has already ended).
+    /// from now on (at once if it has already ended). Only by its parent:
+    /// an adopter knows no more than the pid file already tells, and must
+    /// not write over the parent's exact record.
     pub fn commit(&self) {
         let mut record = self.lock();
         record.committed = true;
-        if let Some(ended) = &record.ended {
+        if let (true, Some(ended)) = (self.child, &record.ended) {
             ended.save(&self.exit_file);
         }
     }
