@@ -5,13 +5,29 @@
 //! Mounts a fresh filesystem in a temp dir (in-process, through the real
 //! kernel FUSE path) and measures what a shell user would do. The Docker
 //! rows need a running engine and the test image (contrib/make-test-image.sh).
+//! The microVM rows need the VMM binaries (`HYPERFLEET_FIRECRACKER_BIN`,
+//! `HYPERFLEET_CLOUD_HYPERVISOR_BIN`, else `../shared/vmm/`) and a kernel
+//! (`HYPERFLEET_KERNEL`, else the tiny PVH test kernel, built with gcc and
+//! ld); each VMM's create+start through the filesystem is measured against
+//! the same API calls made directly (spawn, configure, boot) in the same run.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use hyperfleet::core::Core;
+mod common;
+
+use hyperfleet::core::{self, Core};
 use hyperfleet::daemon;
+use hyperfleet::runtime::cloud_hypervisor::api::{
+    CloudHypervisorApi, ConsoleConfig, CpusConfig, MemoryConfig, PayloadConfig, VmConfig,
+    VsockConfig, MIB,
+};
+use hyperfleet::runtime::firecracker::api::{
+    BootSource, FirecrackerApi, MachineConfiguration, Vsock,
+};
+use hyperfleet::runtime::registry::{self, DriverSettings};
+use hyperfleet::runtime::vmm_process::{Vmm, VmmCommand};
 
 const IMAGE_ENV: &str = "HYPERFLEET_TEST_IMAGE";
 
@@ -50,6 +66,37 @@ fn measure(what: &str, n: usize, mut f: impl FnMut(usize)) -> Row {
     }
 }
 
+/// Two ways of doing the same thing, measured turn about, so that the
+/// load of a shared machine weighs on both alike.
+fn measure_pair(
+    what: (&str, &str),
+    n: usize,
+    mut a: impl FnMut(usize),
+    mut b: impl FnMut(usize),
+) -> (Row, Row) {
+    let (mut sa, mut sb) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let t = Instant::now();
+        a(i);
+        sa.push(t.elapsed());
+        let t = Instant::now();
+        b(i);
+        sb.push(t.elapsed());
+    }
+    let row = |what: &str, mut samples: Vec<Duration>| {
+        let total = samples.iter().sum();
+        samples.sort();
+        Row {
+            what: what.to_owned(),
+            n,
+            p50: percentile(&samples, 0.5),
+            p99: percentile(&samples, 0.99),
+            total,
+        }
+    };
+    (row(what.0, sa), row(what.1, sb))
+}
+
 fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
@@ -74,7 +121,20 @@ fn main() -> anyhow::Result<()> {
     let mount = dir.path().join("mnt");
     std::fs::create_dir_all(&mount)?;
     let rt = tokio::runtime::Runtime::new()?;
-    let core = Core::open(&dir.path().join("state"), daemon::drivers()?)?;
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state)?;
+    let env = DriverSettings::from_env();
+    let settings = DriverSettings {
+        run_root: Some(core::run_dir(&state)),
+        firecracker_bin: common::vmm_binary("HYPERFLEET_FIRECRACKER_BIN", "firecracker").ok(),
+        cloud_hypervisor_bin: common::vmm_binary(
+            "HYPERFLEET_CLOUD_HYPERVISOR_BIN",
+            "cloud-hypervisor",
+        )
+        .ok(),
+        ..env
+    };
+    let core = Core::open(&state, registry::drivers(&settings)?)?;
     rt.block_on(core.reconcile(true));
     let session = daemon::mount(core.clone(), rt.handle().clone(), &mount)?;
     let m = |rel: &str| mount.join(rel);
@@ -153,6 +213,22 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    match common::kernel() {
+        Ok(kernel) => {
+            let vms: [(&str, Option<&std::path::PathBuf>); 2] = [
+                ("firecracker", settings.firecracker_bin.as_ref()),
+                ("cloud-hypervisor", settings.cloud_hypervisor_bin.as_ref()),
+            ];
+            for (kind, bin) in vms {
+                match bin {
+                    Some(bin) => rows.extend(vm_rows(&rt, &m, kind, bin, &kernel)?),
+                    None => eprintln!("{kind} rows skipped: no binary"),
+                }
+            }
+        }
+        Err(e) => eprintln!("microVM rows skipped: {e}"),
+    }
+
     println!("| operation | n | p50 | p99 | total |");
     println!("|---|---:|---:|---:|---:|");
     for r in &rows {
@@ -167,5 +243,174 @@ fn main() -> anyhow::Result<()> {
     }
     drop(session);
     let _ = Path::new(&mount);
+    Ok(())
+}
+
+/// VM runs per row. Each VM is 64 MiB; they are stopped as the stop rows go.
+const VM_RUNS: usize = 20;
+
+/// create+start through the filesystem, the same API calls made directly,
+/// and the two ways to stop, for one VMM.
+fn vm_rows(
+    rt: &tokio::runtime::Runtime,
+    m: &dyn Fn(&str) -> std::path::PathBuf,
+    kind: &str,
+    bin: &Path,
+    kernel: &Path,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let config = format!(
+        r#"{{"runtime_type":"{kind}","kernel_image_path":"{}","mem_size_mib":64}}"#,
+        kernel.display()
+    );
+    let prefix = if kind == "firecracker" { "fc" } else { "ch" };
+    let dirs: Vec<tempfile::TempDir> = (0..VM_RUNS)
+        .map(|_| tempfile::Builder::new().prefix("hf-b-").tempdir())
+        .collect::<Result<_, _>>()?;
+    let mut direct = Vec::new();
+    let (fs, by_hand) = measure_pair(
+        (
+            &format!("fs: mkdir + config + start ({kind})"),
+            &format!("direct: spawn + configure + boot ({kind})"),
+        ),
+        VM_RUNS,
+        |i| {
+            let name = format!("machines/{prefix}{i}");
+            std::fs::create_dir(m(&name)).expect("mkdir");
+            std::fs::write(m(&format!("{name}/config")), &config).expect("config");
+            std::fs::write(m(&format!("{name}/ctl")), "start").expect("start");
+        },
+        |i| {
+            let vmm = rt
+                .block_on(boot_directly(kind, bin, dirs[i].path(), kernel))
+                .expect("direct boot");
+            direct.push(vmm);
+        },
+    );
+    rows.extend([fs, by_hand]);
+    let mut direct = direct.into_iter();
+    let (fs, by_hand) = measure_pair(
+        (
+            &format!("fs: shutdown 0 ({kind})"),
+            &format!("direct: stop ({kind})"),
+        ),
+        VM_RUNS,
+        |i| {
+            let name = format!("machines/{prefix}{i}");
+            std::fs::write(m(&format!("{name}/ctl")), "shutdown 0").expect("shutdown");
+        },
+        |i| {
+            let mut vmm = direct.next().expect("one per run");
+            rt.block_on(stop_directly(kind, &mut vmm, dirs[i].path()))
+                .expect("direct stop");
+        },
+    );
+    rows.extend([fs, by_hand]);
+    for i in 0..VM_RUNS {
+        std::fs::remove_dir(m(&format!("machines/{prefix}{i}")))?;
+    }
+    Ok(rows)
+}
+
+/// What the runtime does to start a VM, without the filesystem, the core
+/// or the store: spawn the VMM detached, wait for its socket, configure,
+/// boot.
+async fn boot_directly(kind: &str, bin: &Path, dir: &Path, kernel: &Path) -> anyhow::Result<Vmm> {
+    let socket = dir.join("api.sock");
+    let vsock = dir.join("vsock.sock");
+    let ready = std::time::Duration::from_secs(10);
+    if kind == "firecracker" {
+        let mut cmd = VmmCommand::new(bin, dir)
+            .args([
+                "--api-sock".as_ref(),
+                socket.as_os_str(),
+                "--id".as_ref(),
+                "bench".as_ref(),
+            ])
+            .arg("--log-path")
+            .arg(dir.join("vmm.log"))
+            .args(["--level", "Info", "--show-level"])
+            .socket(&socket)
+            .socket(&vsock);
+        cmd.stdout = dir.join("console.log");
+        std::fs::write(dir.join("vmm.log"), b"")?;
+        let mut vmm = Vmm::spawn(&cmd)?;
+        let api = FirecrackerApi::new(&socket);
+        vmm.wait_ready(&socket, ready, || api.describe_instance())
+            .await?;
+        api.put_machine_config(&MachineConfiguration {
+            vcpu_count: 1,
+            mem_size_mib: 64,
+            ..Default::default()
+        })
+        .await?;
+        api.put_boot_source(&BootSource {
+            kernel_image_path: kernel.to_owned(),
+            boot_args: Some("console=ttyS0 reboot=k panic=1 pci=off".into()),
+            initrd_path: None,
+        })
+        .await?;
+        api.put_vsock(&Vsock {
+            guest_cid: 3,
+            uds_path: vsock,
+        })
+        .await?;
+        api.instance_start().await?;
+        Ok(vmm)
+    } else {
+        let mut arg = std::ffi::OsString::from("path=");
+        arg.push(&socket);
+        let cmd = VmmCommand::new(bin, dir)
+            .arg("--api-socket")
+            .arg(arg)
+            .arg("--log-file")
+            .arg(dir.join("vmm.log"))
+            .socket(&socket)
+            .socket(&vsock);
+        let mut vmm = Vmm::spawn(&cmd)?;
+        let api = CloudHypervisorApi::new(&socket);
+        vmm.wait_ready(&socket, ready, || api.vmm_ping()).await?;
+        api.vm_create(&VmConfig {
+            cpus: Some(CpusConfig {
+                boot_vcpus: 1,
+                max_vcpus: 1,
+                ..Default::default()
+            }),
+            memory: Some(MemoryConfig {
+                size: 64 * MIB,
+                ..Default::default()
+            }),
+            payload: PayloadConfig {
+                kernel: Some(kernel.to_owned()),
+                cmdline: Some("console=ttyS0 reboot=k panic=1".into()),
+                ..Default::default()
+            },
+            vsock: Some(VsockConfig {
+                cid: 3,
+                socket: vsock,
+                iommu: None,
+                id: None,
+            }),
+            serial: Some(ConsoleConfig::file(dir.join("console.log"))),
+            console: Some(ConsoleConfig::off()),
+            ..Default::default()
+        })
+        .await?;
+        api.vm_boot().await?;
+        Ok(vmm)
+    }
+}
+
+/// What `shutdown 0` comes down to: Firecracker dies of SIGTERM; Cloud
+/// Hypervisor is asked to shut its VM and itself down.
+async fn stop_directly(kind: &str, vmm: &mut Vmm, dir: &Path) -> anyhow::Result<()> {
+    if kind == "firecracker" {
+        vmm.terminate(std::time::Duration::from_secs(5)).await?;
+    } else {
+        let api = CloudHypervisorApi::new(dir.join("api.sock"));
+        api.vm_shutdown().await?;
+        api.vmm_shutdown().await?;
+        vmm.wait().await?;
+    }
     Ok(())
 }

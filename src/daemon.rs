@@ -58,9 +58,14 @@ pub fn default_state_dir() -> PathBuf {
     }
 }
 
-/// The drivers, configured from the environment (see [`DriverSettings`]).
-pub fn drivers() -> anyhow::Result<Vec<Arc<dyn Driver>>> {
-    Ok(registry::drivers(&DriverSettings::from_env())?)
+/// The drivers of a daemon on `state_dir`, configured from the environment
+/// (see [`DriverSettings`]).
+pub fn drivers(state_dir: &Path) -> anyhow::Result<Vec<Arc<dyn Driver>>> {
+    let settings = DriverSettings {
+        run_root: Some(crate::core::run_dir(state_dir)),
+        ..DriverSettings::from_env()
+    };
+    Ok(registry::drivers(&settings)?)
 }
 
 /// Opens the core on `state_dir`. `HYPERFLEET_TEST_STORE_DELAY_MS` (tests
@@ -82,7 +87,7 @@ pub fn open_core(state_dir: &Path) -> anyhow::Result<Arc<Core>> {
     Ok(Core::open_with(
         state_dir,
         store,
-        drivers()?,
+        drivers(state_dir)?,
         Settings::from_env(),
     )?)
 }

@@ -91,6 +91,11 @@ impl Settings {
     }
 }
 
+/// Where the machines' runtime directories are, one per machine id.
+pub fn run_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("run")
+}
+
 /// How soon reconcile looks again at a workload that has not settled.
 const UNSETTLED_RETRY: Duration = Duration::from_millis(500);
 
@@ -139,7 +144,7 @@ impl Core {
         settings: Settings,
     ) -> Result<Arc<Core>> {
         let logs_dir = state_dir.join("logs");
-        let run_dir = state_dir.join("run");
+        let run_dir = run_dir(state_dir);
         for dir in [state_dir, &logs_dir, &run_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;

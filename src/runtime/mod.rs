@@ -16,6 +16,7 @@ pub mod http;
 pub mod pidfd;
 pub mod process;
 pub mod registry;
+pub mod vm;
 pub mod vmm_process;
 
 use std::path::{Path, PathBuf};

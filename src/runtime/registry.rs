@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cloud_hypervisor::CloudHypervisorDriver;
 use super::docker::{DockerDriver, DEFAULT_PULL_STALL};
 use super::fake::FakeDriver;
+use super::firecracker::FirecrackerDriver;
 use super::Driver;
 use crate::error::Result;
 
@@ -18,6 +20,10 @@ pub struct DriverSettings {
     /// Default VMM binaries (a machine's `vmm_binary` overrides them).
     pub firecracker_bin: Option<PathBuf>,
     pub cloud_hypervisor_bin: Option<PathBuf>,
+    /// Where machines' runtime directories are (`<state>/run`, see
+    /// `core::run_dir`): the VM drivers look there for VMMs whose machine
+    /// is gone. Set by the daemon, which knows its state directory.
+    pub run_root: Option<PathBuf>,
     /// Tests only: `<kind>:<dir>` puts the fake runtime in place of `kind`.
     pub fake: Option<String>,
 }
@@ -34,6 +40,7 @@ impl DriverSettings {
                 .map(Duration::from_secs_f64),
             firecracker_bin: var("HYPERFLEET_FIRECRACKER_BIN").map(PathBuf::from),
             cloud_hypervisor_bin: var("HYPERFLEET_CLOUD_HYPERVISOR_BIN").map(PathBuf::from),
+            run_root: None,
             fake: var("HYPERFLEET_FAKE_RUNTIME"),
         }
     }
@@ -41,9 +48,19 @@ impl DriverSettings {
 
 /// Every driver this build has, configured.
 pub fn drivers(settings: &DriverSettings) -> Result<Vec<Arc<dyn Driver>>> {
-    let mut drivers: Vec<Arc<dyn Driver>> = vec![Arc::new(
-        DockerDriver::new().with_pull_stall(settings.pull_stall.unwrap_or(DEFAULT_PULL_STALL)),
-    )];
+    let mut firecracker = FirecrackerDriver::new(settings.firecracker_bin.clone());
+    let mut cloud_hypervisor = CloudHypervisorDriver::new(settings.cloud_hypervisor_bin.clone());
+    if let Some(root) = &settings.run_root {
+        firecracker = firecracker.with_run_root(root);
+        cloud_hypervisor = cloud_hypervisor.with_run_root(root);
+    }
+    let mut drivers: Vec<Arc<dyn Driver>> = vec![
+        Arc::new(
+            DockerDriver::new().with_pull_stall(settings.pull_stall.unwrap_or(DEFAULT_PULL_STALL)),
+        ),
+        Arc::new(firecracker),
+        Arc::new(cloud_hypervisor),
+    ];
     if let Some(setting) = &settings.fake {
         let fake = FakeDriver::from_setting(setting)?;
         drivers.retain(|d| d.kind() != fake.kind());

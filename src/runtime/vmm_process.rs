@@ -28,8 +28,9 @@ use super::process::{ProcessError, ProcessHandle, Termination};
 const TAIL_LINES: usize = 20;
 /// Bytes read from the end of an output file to find those lines.
 const TAIL_BYTES: u64 = 16 * 1024;
-/// How often the API socket is tried while a VMM starts.
-const READY_POLL: Duration = Duration::from_millis(10);
+/// How often the API socket is tried while a VMM starts. A VMM binds it a
+/// few milliseconds after exec; a look costs one stat.
+pub const READY_POLL: Duration = Duration::from_millis(2);
 
 /// What to run and where its files go.
 #[derive(Debug, Clone)]

@@ -9,9 +9,14 @@
 //! hot-plug). It halts rather than spins so that an idle test VM costs no
 //! host CPU (the machine has two cores, shared).
 //!
+//! [`greeting_kernel`] is the same, but first writes a line to the serial
+//! port (COM1, I/O port 0x3f8), so that a test can see the console reach a
+//! machine's `logs`.
+//!
 //! It is assembled with gcc and ld once per content, cached under the
-//! target's temp dir, and published by rename so concurrent test binaries
-//! never see a half-written file.
+//! target's temp dir (the system's when built outside the tests, as by the
+//! examples), and published by rename so concurrent test binaries never see
+//! a half-written file.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -38,6 +43,38 @@ _start:
     jmp 1b
 "#;
 
+/// What [`greeting_kernel`] writes to its serial console.
+pub const GREETING: &str = "hyperfleet test kernel: booted";
+
+const GREETING_ASSEMBLY: &str = r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long 18
+    .asciz "Xen"
+    .balign 4
+    .long _start
+
+    .text
+    .code32
+    .globl _start
+_start:
+    cli
+    mov $message, %esi
+    mov $0x3f8, %dx
+1:  movb (%esi), %al
+    test %al, %al
+    jz 2f
+    outb %al, %dx
+    inc %esi
+    jmp 1b
+2:  hlt
+    jmp 2b
+message:
+    .asciz "hyperfleet test kernel: booted\n"
+"#;
+
 const LINKER_SCRIPT: &str = r#"
 ENTRY(_start)
 SECTIONS {
@@ -51,14 +88,26 @@ SECTIONS {
 /// Path of the test kernel, built on first use in this process.
 pub fn test_kernel() -> PathBuf {
     static KERNEL: OnceLock<PathBuf> = OnceLock::new();
-    KERNEL.get_or_init(build).clone()
+    KERNEL.get_or_init(|| build("pvh-halt", ASSEMBLY)).clone()
 }
 
-fn build() -> PathBuf {
+/// Path of the kernel that says [`GREETING`] on its serial console, then
+/// halts.
+pub fn greeting_kernel() -> PathBuf {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL
+        .get_or_init(|| build("pvh-greeting", GREETING_ASSEMBLY))
+        .clone()
+}
+
+fn build(name: &str, assembly: &str) -> PathBuf {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (ASSEMBLY, LINKER_SCRIPT).hash(&mut hasher);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-kernel");
-    let kernel = dir.join(format!("pvh-halt-{:016x}.elf", hasher.finish()));
+    (assembly, LINKER_SCRIPT).hash(&mut hasher);
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join("test-kernel");
+    let kernel = dir.join(format!("{name}-{:016x}.elf", hasher.finish()));
     if kernel.exists() {
         return kernel;
     }
@@ -68,7 +117,7 @@ fn build() -> PathBuf {
     let script = work.path().join("kernel.ld");
     let object = work.path().join("kernel.o");
     let built = work.path().join("kernel.elf");
-    std::fs::write(&source, ASSEMBLY).unwrap();
+    std::fs::write(&source, assembly).unwrap();
     std::fs::write(&script, LINKER_SCRIPT).unwrap();
     run(Command::new("gcc")
         .args(["-c", "-x", "assembler"])

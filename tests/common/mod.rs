@@ -5,6 +5,7 @@
 pub mod fake_vmm;
 pub mod kernel;
 pub mod registry;
+pub mod vm;
 pub mod vmm;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,26 @@ pub fn require_docker() {
     }
 }
 
+/// The daemon inherits the test's environment; this adds the VMM binaries
+/// (`HYPERFLEET_FIRECRACKER_BIN`, `HYPERFLEET_CLOUD_HYPERVISOR_BIN`) found
+/// by [`vmm`]'s lookup where the environment does not set them.
+pub fn vmm_env() -> Vec<(String, String)> {
+    let mut envs = Vec::new();
+    for (var, bin) in [
+        ("HYPERFLEET_FIRECRACKER_BIN", vmm::firecracker_bin()),
+        (
+            "HYPERFLEET_CLOUD_HYPERVISOR_BIN",
+            vmm::cloud_hypervisor_bin(),
+        ),
+    ] {
+        let set = std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        if let (false, Some(bin)) = (set, bin) {
+            envs.push((var.to_owned(), bin.display().to_string()));
+        }
+    }
+    envs
+}
+
 pub struct Daemon {
     pub mount: PathBuf,
     pub state: PathBuf,
@@ -46,6 +67,13 @@ pub struct Daemon {
 impl Daemon {
     pub fn start() -> Daemon {
         Self::start_with_env(&[])
+    }
+
+    /// A daemon that can run microVMs (see [`vmm_env`]).
+    pub fn start_with_vmms() -> Daemon {
+        let envs = vmm_env();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start_with_env(&envs)
     }
 
     pub fn start_with_env(envs: &[(&str, &str)]) -> Daemon {
@@ -375,6 +403,8 @@ impl Drop for Daemon {
         if is_mounted(&self.mount) {
             let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
         }
+        // VMMs outlive their daemon by design: the test's go with it.
+        vm::kill_vmms_under(&self.state);
     }
 }
 

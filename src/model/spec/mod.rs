@@ -21,7 +21,7 @@ mod wire;
 use serde::{Deserialize, Serialize};
 
 pub use container::{ContainerSpec, PortMapping, Protocol, VolumeMount};
-pub use vm::{DiskSpec, NetworkSpec, VmSpec, DEFAULT_AGENT_PORT};
+pub use vm::{host_file, DiskSpec, NetworkSpec, VmSpec, DEFAULT_AGENT_PORT, ROOTFS_DRIVE_ID};
 
 use super::RuntimeKind;
 use crate::error::{Error, Result};

@@ -164,27 +164,7 @@ impl VmSpec {
             field: field.to_owned(),
             reason,
         };
-        let regular = |field: &str, p: &Path, block_ok: bool| -> Result<()> {
-            let md = std::fs::metadata(p)
-                .map_err(|e| missing(field, format!("{}: {e}", p.display())))?;
-            let ft = md.file_type();
-            if ft.is_file() || (block_ok && ft.is_block_device()) {
-                Ok(())
-            } else {
-                Err(missing(
-                    field,
-                    format!(
-                        "{} is not a {}",
-                        p.display(),
-                        if block_ok {
-                            "regular file or block device"
-                        } else {
-                            "regular file"
-                        }
-                    ),
-                ))
-            }
-        };
+        let regular = host_file;
         if let Some(k) = &self.kernel_image_path {
             regular("kernel_image_path", k, false)?;
         }
@@ -210,6 +190,30 @@ impl VmSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// A host file a VM needs: there, and a regular file (or, for a disk,
+/// `block_ok`, a block device). The error (ENOENT) names `field`.
+pub fn host_file(field: &str, p: &Path, block_ok: bool) -> Result<()> {
+    let missing = |reason: String| Error::MissingFile {
+        field: field.to_owned(),
+        reason,
+    };
+    let md = std::fs::metadata(p).map_err(|e| missing(format!("{}: {e}", p.display())))?;
+    let ft = md.file_type();
+    if ft.is_file() || (block_ok && ft.is_block_device()) {
+        Ok(())
+    } else {
+        Err(missing(format!(
+            "{} is not a {}",
+            p.display(),
+            if block_ok {
+                "regular file or block device"
+            } else {
+                "regular file"
+            }
+        )))
     }
 }
 

@@ -1,0 +1,233 @@
+//! [`Machine`]: one Cloud Hypervisor microVM, usable from Rust without the
+//! daemon (the SDK type) and, behind the [`Runtime`] trait, by the daemon's
+//! core.
+//!
+//! ```no_run
+//! # async fn demo() -> hyperfleet::Result<()> {
+//! use hyperfleet::runtime::cloud_hypervisor::{Config, Machine};
+//! use hyperfleet::runtime::Runtime;
+//!
+//! let config = Config::new("/usr/bin/cloud-hypervisor", "/run/vm2", "/images/vmlinux")
+//!     .with_cmdline("console=ttyS0")
+//!     .with_cpus(1, 4)
+//!     .with_memory_mib(256, Some(768))
+//!     .with_disk("rootfs", "/images/rootfs.ext4", false);
+//! let vm = Machine::new(config);
+//! vm.start().await?;
+//! vm.resize(Some(2), Some(512)).await?;
+//! vm.add_disk("/images/data.img".as_ref(), "data", false).await?;
+//! vm.remove_device("data").await?;
+//! vm.shutdown(std::time::Duration::from_secs(5)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A `Machine` is a cheap handle (clones share the VM); its [`Handlers`]
+//! are its own and can be changed before it starts.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::api::CloudHypervisorApi;
+use super::config::Config;
+use super::handlers::{Handlers, Restore};
+use crate::error::Result;
+use crate::model::action::DEFAULT_SHUTDOWN_GRACE;
+use crate::model::{ExecOutput, ExecRequest, Exit, RuntimeKind};
+use crate::runtime::http::UnixHttp;
+use crate::runtime::vm::{self, errors, Supervisor, VmFiles, VmmProcess};
+use crate::runtime::{null_sink, Observed, Runtime, RuntimeInfo, Sink};
+
+#[derive(Clone)]
+pub struct Machine {
+    inner: Arc<Inner>,
+    handlers: Arc<Handlers>,
+}
+
+struct Inner {
+    config: Config,
+    files: VmFiles,
+    api: CloudHypervisorApi,
+    supervisor: Supervisor,
+    notes: Sink,
+}
+
+impl std::fmt::Debug for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("cloud_hypervisor::Machine")
+            .field("runtime_dir", &self.inner.config.runtime_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Machine {
+    pub fn new(config: Config) -> Machine {
+        Self::with_notes(config, null_sink())
+    }
+
+    /// A machine whose progress lines (a spawn, ...) go to `notes`.
+    pub fn with_notes(config: Config, notes: Sink) -> Machine {
+        let files = config.files();
+        Machine {
+            inner: Arc::new(Inner {
+                api: CloudHypervisorApi::with_client(
+                    UnixHttp::new(&config.socket_path).with_timeout(config.api_timeout),
+                ),
+                supervisor: Supervisor::new(files.clone()),
+                files,
+                config,
+                notes,
+            }),
+            handlers: Arc::new(Handlers::default()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn api(&self) -> &CloudHypervisorApi {
+        &self.inner.api
+    }
+
+    pub fn files(&self) -> &VmFiles {
+        &self.inner.files
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
+    }
+
+    pub fn notes(&self) -> &Sink {
+        &self.inner.notes
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.inner.config.socket_path
+    }
+
+    pub fn handlers(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// This handle's chains, to change before a start.
+    pub fn handlers_mut(&mut self) -> &mut Handlers {
+        Arc::make_mut(&mut self.handlers)
+    }
+
+    /// The running Cloud Hypervisor process, if one runs.
+    pub fn process(&self) -> Option<Arc<VmmProcess>> {
+        self.supervisor().process().filter(|p| p.ended().is_none())
+    }
+
+    pub(super) fn running(&self) -> Result<Arc<VmmProcess>> {
+        self.process()
+            .ok_or_else(|| errors::not_running(&self.config().binary))
+    }
+
+    /// Restores the machine from a snapshot made by
+    /// [`Machine::create_snapshot`]: a fresh Cloud Hypervisor restores it
+    /// and resumes it.
+    pub async fn restore_snapshot(&self, dir: &Path) -> Result<()> {
+        let restore = Restore {
+            machine: self.clone(),
+            dir: dir.to_owned(),
+        };
+        self.supervisor()
+            .start(&self.config().binary, self.handlers.restore.run(restore))
+            .await
+    }
+}
+
+#[async_trait]
+impl Runtime for Machine {
+    fn kind(&self) -> RuntimeKind {
+        RuntimeKind::CloudHypervisor
+    }
+
+    /// Runs the start chain; all or nothing.
+    async fn start(&self) -> Result<()> {
+        self.supervisor()
+            .start(&self.config().binary, self.handlers.start.run(self.clone()))
+            .await
+    }
+
+    async fn abandon_start(&self) -> Result<()> {
+        self.supervisor().abandon_start().await
+    }
+
+    async fn stop(&self) -> Result<()> {
+        self.halt(DEFAULT_SHUTDOWN_GRACE).await
+    }
+
+    /// The ACPI power button; `vm.shutdown` and `vmm.shutdown` after
+    /// `grace`; signals if even those fail.
+    async fn shutdown(&self, grace: Duration) -> Result<()> {
+        self.halt(grace).await
+    }
+
+    async fn kill(&self) -> Result<()> {
+        self.supervisor().kill().await
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.running()?;
+        self.api().vm_pause().await.map_err(errors::http)
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.running()?;
+        self.api().vm_resume().await.map_err(errors::http)
+    }
+
+    async fn remove(&self) -> Result<()> {
+        self.supervisor().remove().await
+    }
+
+    async fn observe(&self) -> Result<Observed> {
+        self.look(false).await
+    }
+
+    async fn adopt(&self) -> Result<Observed> {
+        self.look(true).await
+    }
+
+    async fn wait(&self) -> Result<Exit> {
+        Ok(self.supervisor().wait_exit().await)
+    }
+
+    async fn info(&self) -> Result<RuntimeInfo> {
+        self.describe().await
+    }
+
+    async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput> {
+        vm::exec::exec(self.files(), req).await
+    }
+
+    async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()> {
+        self.supervisor().follow_console(sink, resume).await
+    }
+
+    async fn resize(&self, vcpus: Option<u32>, mem_mib: Option<u64>) -> Result<()> {
+        self.resize_vm(vcpus, mem_mib).await
+    }
+
+    async fn add_disk(&self, path: &Path, id: &str, read_only: bool) -> Result<()> {
+        self.hot_plug_disk(path, id, read_only).await.map(drop)
+    }
+
+    async fn remove_device(&self, id: &str) -> Result<()> {
+        self.unplug(id).await
+    }
+
+    async fn snapshot(&self, dir: &Path) -> Result<()> {
+        self.create_snapshot(dir).await
+    }
+
+    async fn restore(&self, dir: &Path) -> Result<()> {
+        self.restore_snapshot(dir).await
+    }
+}
