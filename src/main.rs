@@ -238,9 +238,7 @@ fn main() -> ExitCode {
         Command::Start { names } => done(client::machines::lifecycle(&mount, "start", &names)),
         Command::Stop { names } => done(client::machines::lifecycle(&mount, "stop", &names)),
         Command::Kill { names } => done(client::machines::lifecycle(&mount, "kill", &names)),
-        Command::Restart { names } => {
-            done(client::machines::lifecycle(&mount, "restart", &names))
-        }
+        Command::Restart { names } => done(client::machines::lifecycle(&mount, "restart", &names)),
         Command::Rm { force, names } => done(client::machines::rm(&mount, force, &names)),
         Command::Logs { follow, tail, name } => {
             done(client::machines::logs(&mount, &name, follow, tail))

@@ -26,10 +26,20 @@ fn the_docker_verbs_drive_a_machine_through_its_life() {
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "RUNTIME", "STATUS", "UPTIME", "IMAGE/KERNEL", "ADDRESSES"]
+        [
+            "NAME",
+            "RUNTIME",
+            "STATUS",
+            "UPTIME",
+            "IMAGE/KERNEL",
+            "ADDRESSES"
+        ]
     );
     let row = lines.next().expect("a row for web");
-    assert!(row.starts_with("web") && row.contains("docker") && row.contains("running"), "{ps}");
+    assert!(
+        row.starts_with("web") && row.contains("docker") && row.contains("running"),
+        "{ps}"
+    );
     assert!(row.contains("hyperfleet-test/busybox"), "{ps}");
     let json: serde_json::Value = serde_json::from_str(&d.ok("$HF ps --format json")).unwrap();
     assert_eq!(json[0]["name"], "web");
@@ -79,7 +89,8 @@ fn errors_print_the_errno_and_the_machines_error_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("stop web: Invalid argument") && err.contains("cannot stop a machine that is pending"),
+        err.contains("stop web: Invalid argument")
+            && err.contains("cannot stop a machine that is pending"),
         "{err}"
     );
     let out = d.sh("$HF start nosuch");
@@ -144,10 +155,19 @@ fn the_daemon_says_where_it_is_logs_plainly_and_stops_on_request() {
     assert!(out.status.success(), "{out:?}");
     assert!(!common::is_mounted(&mount));
     let log = std::fs::read_to_string(state.join("hyperfleet.log")).unwrap();
-    assert!(!log.contains('\u{1b}'), "escape codes in the log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes in the log file:\n{log}"
+    );
     assert!(!log.contains("Not Implemented"), "{log}");
-    assert!(log.contains("created") && log.contains("machine=web"), "{log}");
-    assert!(log.contains("op=start") && log.contains("operation failed"), "{log}");
+    assert!(
+        log.contains("created") && log.contains("machine=web"),
+        "{log}"
+    );
+    assert!(
+        log.contains("op=start") && log.contains("operation failed"),
+        "{log}"
+    );
     // Nothing left to stop: said plainly.
     let out = Command::new(BIN)
         .args(["stop-daemon", "--state-dir"])
@@ -172,7 +192,9 @@ fn completions_the_man_page_and_the_systemd_unit() {
     // bash accepts the script it is given.
     let out = Command::new("bash")
         .arg("-c")
-        .arg(format!("source <({BIN} completions bash) && complete -p hyperfleet"))
+        .arg(format!(
+            "source <({BIN} completions bash) && complete -p hyperfleet"
+        ))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

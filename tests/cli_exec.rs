@@ -15,7 +15,10 @@ use common::{require_docker, Daemon, BIN};
 fn web() -> Daemon {
     require_docker();
     let d = Daemon::start();
-    d.running("web", r#"["sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"]"#);
+    d.running(
+        "web",
+        r#"["sh","-c","trap 'exit 0' TERM; while :; do sleep 1; done"]"#,
+    );
     d
 }
 
@@ -28,7 +31,10 @@ fn hf(d: &Daemon) -> Command {
 #[test]
 fn stdin_is_piped_through_and_the_exit_code_comes_back() {
     let d = web();
-    assert_eq!(d.ok("printf 'a\\nb\\n' | $HF exec web -- wc -l").trim(), "2");
+    assert_eq!(
+        d.ok("printf 'a\\nb\\n' | $HF exec web -- wc -l").trim(),
+        "2"
+    );
     assert_eq!(d.ok("printf 'x y' | $HF exec web cat"), "x y");
     // Streams keep to their own side; the exit code is the command's.
     let out = d.sh("$HF exec web sh -c 'echo out; echo err >&2; exit 3'");
@@ -36,7 +42,8 @@ fn stdin_is_piped_through_and_the_exit_code_comes_back() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
     // -e, -w and -u reach the command.
-    let out = d.ok("$HF exec -e A=1 -e B=two -w /tmp -u nobody web sh -c 'echo $A $B $(pwd) $(id -u)'");
+    let out =
+        d.ok("$HF exec -e A=1 -e B=two -w /tmp -u nobody web sh -c 'echo $A $B $(pwd) $(id -u)'");
     assert_eq!(out, "1 two /tmp 65534\n");
     // `--` is needed only before a command that starts with '-'.
     assert_eq!(d.ok("$HF exec web -- ls -d /"), "/\n");
@@ -56,14 +63,23 @@ fn exit_codes_say_how_the_command_ended() {
     let out = d.sh("$HF exec web true");
     assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Invalid argument") && err.contains("stopped"), "{err}");
+    assert!(
+        err.contains("Invalid argument") && err.contains("stopped"),
+        "{err}"
+    );
 }
 
 #[test]
 fn output_streams_before_the_command_ends_and_a_timeout_keeps_it() {
     let d = web();
     let mut child = hf(&d)
-        .args(["exec", "web", "sh", "-c", "echo first; sleep 30; echo never"])
+        .args([
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "echo first; sleep 30; echo never",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -84,7 +100,10 @@ fn output_streams_before_the_command_ends_and_a_timeout_keeps_it() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
     // The command is gone, not left running.
-    assert_eq!(d.ok("$HF exec web sh -c 'ps -o args | grep -c \"[s]leep 30\" || true'"), "0\n");
+    assert_eq!(
+        d.ok("$HF exec web sh -c 'ps -o args | grep -c \"[s]leep 30\" || true'"),
+        "0\n"
+    );
 }
 
 #[test]
@@ -117,12 +136,10 @@ fn ctrl_c_and_sigterm_reach_the_command_not_the_client() {
 #[test]
 fn a_hundred_megabytes_go_through_a_stream_intact() {
     let d = web();
-    let out = d.ok(
-        "head -c 100000000 /dev/urandom > /tmp/hf-100mb.$$ && \
+    let out = d.ok("head -c 100000000 /dev/urandom > /tmp/hf-100mb.$$ && \
          a=$(sha256sum < /tmp/hf-100mb.$$) && \
          b=$($HF exec -i web cat < /tmp/hf-100mb.$$ | sha256sum) && \
-         rm -f /tmp/hf-100mb.$$ && [ \"$a\" = \"$b\" ] && echo same",
-    );
+         rm -f /tmp/hf-100mb.$$ && [ \"$a\" = \"$b\" ] && echo same");
     assert_eq!(out, "same\n");
 }
 

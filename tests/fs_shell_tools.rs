@@ -18,7 +18,15 @@ fn cp_and_tar_of_a_machine_directory_copy_what_cat_shows() {
     let dest = tempfile::tempdir().unwrap();
     let to = dest.path().display().to_string();
     d.ok(&format!("cp -r machines/web {to}/copy"));
-    for f in ["id", "config", "status", "ctl", "exec", "exec.exit", "error"] {
+    for f in [
+        "id",
+        "config",
+        "status",
+        "ctl",
+        "exec",
+        "exec.exit",
+        "error",
+    ] {
         assert_eq!(
             std::fs::read_to_string(dest.path().join("copy").join(f)).unwrap(),
             d.read(&format!("machines/web/{f}")),
@@ -35,12 +43,21 @@ fn cp_and_tar_of_a_machine_directory_copy_what_cat_shows() {
             .trim()
             .parse()
             .unwrap();
-        let len = d.ok(&format!("cat machines/web/{f} | wc -c")).trim().parse::<usize>().unwrap();
+        let len = d
+            .ok(&format!("cat machines/web/{f} | wc -c"))
+            .trim()
+            .parse::<usize>()
+            .unwrap();
         assert_eq!(size, len, "{f}");
     }
     // tar reads exactly the sizes stat gives; a mismatch would warn and fail.
-    d.ok(&format!("tar -cf {to}/web.tar -C machines web 2>{to}/tar.err"));
-    assert_eq!(std::fs::read_to_string(dest.path().join("tar.err")).unwrap(), "");
+    d.ok(&format!(
+        "tar -cf {to}/web.tar -C machines web 2>{to}/tar.err"
+    ));
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("tar.err")).unwrap(),
+        ""
+    );
     d.ok(&format!("mkdir {to}/x && tar -xf {to}/web.tar -C {to}/x"));
     let untarred: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dest.path().join("x/web/info")).unwrap())
@@ -95,9 +112,15 @@ fn a_broken_config_fails_the_write_that_ends_it() {
     let stderr = d.fails(r#"/bin/echo '{"image":"x"' > machines/web/config"#);
     expect_errno(&stderr, "Invalid argument");
     assert_eq!(d.read("machines/web/config"), before);
-    assert!(d.read("machines/web/error").contains("EOF"), "{}", d.read("machines/web/error"));
+    assert!(
+        d.read("machines/web/error").contains("EOF"),
+        "{}",
+        d.read("machines/web/error")
+    );
     // Without a newline, pieces are put together until the close.
-    d.ok(r#"exec 3>machines/web/config; printf '{"image":' >&3; printf '"busybox"}' >&3; exec 3>&-"#);
+    d.ok(
+        r#"exec 3>machines/web/config; printf '{"image":' >&3; printf '"busybox"}' >&3; exec 3>&-"#,
+    );
     assert!(d.read("machines/web/config").contains("\"busybox\""));
 }
 
@@ -112,14 +135,22 @@ fn a_refused_vim_write_leaves_its_reason_and_errors_keep_the_history() {
     );
     assert!(d.read("machines/e/config").contains("\"vcpu_count\": 1,"));
     let error = d.read("machines/e/error");
-    assert!(error.contains("vcpu_count"), "the reason was wiped: {error:?}");
+    assert!(
+        error.contains("vcpu_count"),
+        "the reason was wiped: {error:?}"
+    );
     d.fails("/bin/echo bogus > machines/e/ctl");
     let errors = d.read("machines/e/errors");
     let lines: Vec<&str> = errors.lines().collect();
     assert_eq!(lines.len(), 2, "{errors}");
-    assert!(lines[0].contains("vcpu_count") && lines[1].contains("bogus"), "{errors}");
+    assert!(
+        lines[0].contains("vcpu_count") && lines[1].contains("bogus"),
+        "{errors}"
+    );
     // Each line starts with an ISO-8601 time.
-    assert!(lines.iter().all(|l| l.len() > 24 && &l[4..5] == "-" && l[10..11] == *"T"));
+    assert!(lines
+        .iter()
+        .all(|l| l.len() > 24 && &l[4..5] == "-" && l[10..11] == *"T"));
     assert!(d.read("machines/e/error").contains("bogus"));
 }
 
@@ -128,8 +159,7 @@ fn an_exec_session_from_plain_shell() {
     require_docker();
     let d = Daemon::start();
     d.running("web", r#"["sleep","600"]"#);
-    let out = d.ok(
-        r#"exec 3< machines/web/exec.new; read n <&3
+    let out = d.ok(r#"exec 3< machines/web/exec.new; read n <&3
            s=machines/web/sessions/$n
            [ -d $s ] && ls $s | tr '\n' ' '
            echo 'sh -c "tr a-z A-Z; echo done >&2; exit 4"' > $s/ctl
@@ -137,8 +167,7 @@ fn an_exec_session_from_plain_shell() {
            echo close-stdin > $s/ctl
            cat $s/stdout $s/stderr $s/exit
            exec 3<&-
-           ls machines/web/sessions | wc -l"#,
-    );
+           ls machines/web/sessions | wc -l"#);
     assert_eq!(out, "ctl exit stderr stdin stdout HELLO\ndone\n4\n0\n");
     // A control before any command, and an unknown control, are refused.
     let stderr = d.fails(

@@ -22,7 +22,9 @@ pub fn stop(state_dir: &Path, wait: Duration) -> Result<(), Failure> {
     // SAFETY: kill(2) on one positive pid.
     if pid <= 0 || unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(Failure(format!("cannot signal the daemon (pid {pid}): {e}")));
+        return Err(Failure(format!(
+            "cannot signal the daemon (pid {pid}): {e}"
+        )));
     }
     let deadline = Instant::now() + wait;
     // Gone once its pid file is (it removes it after unmounting) or it is.

@@ -58,8 +58,8 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
     // Blocked before any thread starts, so every thread inherits the mask
     // and only the forwarding thread takes them (with sigwait).
     let mask = block_signals();
-    let mut clone = File::open(mount.file(name, "exec.new"))
-        .map_err(|e| mount.failure(name, "exec in", &e))?;
+    let mut clone =
+        File::open(mount.file(name, "exec.new")).map_err(|e| mount.failure(name, "exec in", &e))?;
     let mut id = String::new();
     clone
         .read_to_string(&mut id)
@@ -119,7 +119,9 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
     drop(clone);
     read.map_err(|e| mount.failure(name, "exec in", &e))?;
     let code: i64 = exit.trim().parse().map_err(|_| {
-        Failure(format!("exec in {name}: the session said {exit:?} for its exit"))
+        Failure(format!(
+            "exec in {name}: the session said {exit:?} for its exit"
+        ))
     })?;
     if code == i64::from(EXIT_TIMED_OUT) && opts.timeout.is_some() {
         eprintln!(

@@ -63,7 +63,10 @@ fn row(mount: &Mount, name: &str) -> Option<Value> {
             .flatten()
             .filter_map(|a| a.as_str().map(str::to_owned)),
     );
-    let error = read(mount, name, "error").unwrap_or_default().trim().to_owned();
+    let error = read(mount, name, "error")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     Some(serde_json::json!({
         "name": name,
         "id": id,
@@ -130,7 +133,14 @@ pub fn ps(mount: &Mount, all: bool, json: bool) -> Result<(), Failure> {
             ]
         })
         .collect();
-    let header = ["NAME", "RUNTIME", "STATUS", "UPTIME", "IMAGE/KERNEL", "ADDRESSES"];
+    let header = [
+        "NAME",
+        "RUNTIME",
+        "STATUS",
+        "UPTIME",
+        "IMAGE/KERNEL",
+        "ADDRESSES",
+    ];
     let mut widths = header.map(str::len);
     for r in &table {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -194,7 +204,9 @@ pub fn create(
         }
     };
     std::fs::create_dir(mount.machine(name)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => Failure(format!("create {name}: a machine by that name exists")),
+        std::io::ErrorKind::AlreadyExists => {
+            Failure(format!("create {name}: a machine by that name exists"))
+        }
         _ => Failure(format!("create {name}: {e}")),
     })?;
     let mut doc = body.trim_end().to_owned();
@@ -235,7 +247,10 @@ pub fn rm(mount: &Mount, force: bool, names: &[String]) -> Result<(), Failure> {
         let res = (|| {
             if force {
                 let status = read(mount, name, "status")?;
-                if matches!(status.trim(), "running" | "paused" | "starting" | "stopping") {
+                if matches!(
+                    status.trim(),
+                    "running" | "paused" | "starting" | "stopping"
+                ) {
                     mount.ctl(name, "kill")?;
                 }
             }
@@ -308,8 +323,10 @@ pub fn logs(mount: &Mount, name: &str, follow: bool, tail: Option<usize>) -> Res
         }
         // Following ends with the run, as `docker logs -f` does.
         let status = read(mount, name, "status").unwrap_or_default();
-        if !matches!(status.trim(), "running" | "paused" | "starting" | "stopping")
-            && quiet_since.elapsed() > Duration::from_secs(1)
+        if !matches!(
+            status.trim(),
+            "running" | "paused" | "starting" | "stopping"
+        ) && quiet_since.elapsed() > Duration::from_secs(1)
         {
             return Ok(());
         }
@@ -322,17 +339,26 @@ pub fn inspect(mount: &Mount, names: &[String]) -> Result<(), Failure> {
     let mut all = Vec::new();
     for name in names {
         let text = read(mount, name, "info")?;
-        all.push(serde_json::from_str::<Value>(&text).map_err(|e| {
-            Failure(format!("inspect {name}: info is not JSON: {e}"))
-        })?);
+        all.push(
+            serde_json::from_str::<Value>(&text)
+                .map_err(|e| Failure(format!("inspect {name}: info is not JSON: {e}")))?,
+        );
     }
-    println!("{}", serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&Value::Array(all)).unwrap_or_default()
+    );
     Ok(())
 }
 
 /// `wait NAME [STATUS] [--timeout SECS]`: until the machine has that status,
 /// or, with none, until it is no longer running; prints its exit code then.
-pub fn wait(mount: &Mount, name: &str, status: Option<&str>, timeout: Option<f64>) -> Result<i32, Failure> {
+pub fn wait(
+    mount: &Mount,
+    name: &str,
+    status: Option<&str>,
+    timeout: Option<f64>,
+) -> Result<i32, Failure> {
     mount.check_mounted()?;
     if let Some(st) = status {
         let line = match timeout {
@@ -345,8 +371,12 @@ pub fn wait(mount: &Mount, name: &str, status: Option<&str>, timeout: Option<f64
     let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
     loop {
         let st = read(mount, name, "status")?;
-        if !matches!(st.trim(), "running" | "paused" | "starting" | "stopping" | "pending") {
-            let info: Value = serde_json::from_str(&read(mount, name, "info")?).unwrap_or(Value::Null);
+        if !matches!(
+            st.trim(),
+            "running" | "paused" | "starting" | "stopping" | "pending"
+        ) {
+            let info: Value =
+                serde_json::from_str(&read(mount, name, "info")?).unwrap_or(Value::Null);
             let code = info["exit_code"].as_i64();
             match code {
                 Some(c) => println!("{c}"),
@@ -355,7 +385,10 @@ pub fn wait(mount: &Mount, name: &str, status: Option<&str>, timeout: Option<f64
             return Ok(code.map_or(1, |c| c.clamp(0, 255) as i32));
         }
         if deadline.is_some_and(|d| Instant::now() > d) {
-            return Err(Failure(format!("wait {name}: still {} after the timeout", st.trim())));
+            return Err(Failure(format!(
+                "wait {name}: still {} after the timeout",
+                st.trim()
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -46,7 +46,8 @@ impl Mount {
     pub fn failure(&self, name: &str, what: &str, e: &io::Error) -> Failure {
         let detail = std::fs::read_to_string(self.file(name, "error")).unwrap_or_default();
         let detail = detail.trim();
-        if detail.is_empty() || e.kind() == io::ErrorKind::NotFound && !self.machine(name).exists() {
+        if detail.is_empty() || e.kind() == io::ErrorKind::NotFound && !self.machine(name).exists()
+        {
             let e = if e.kind() == io::ErrorKind::NotFound && !self.machine(name).exists() {
                 format!("no machine named {name:?}")
             } else {

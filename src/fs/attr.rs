@@ -68,7 +68,9 @@ impl MachineFs {
                     // 20 bits: the nonce stays below the session node numbers.
                     self.nonce.fetch_add(1, Ordering::Relaxed) % ((1 << 20) - 1) + 1
                 };
-                let entry = nonces.entry((pid, node.ino())).or_insert_with(|| (fresh(), now));
+                let entry = nonces
+                    .entry((pid, node.ino()))
+                    .or_insert_with(|| (fresh(), now));
                 if now.duration_since(entry.1) >= NONCE_LIFE {
                     entry.0 = fresh();
                 }

@@ -53,12 +53,7 @@ impl MachineFs {
         reply.opened(fh, fopen)
     }
 
-    pub(super) fn open_session_file(
-        &self,
-        node: Node,
-        fopen: FopenFlags,
-        reply: ReplyOpen,
-    ) {
+    pub(super) fn open_session_file(&self, node: Node, fopen: FopenFlags, reply: ReplyOpen) {
         let Node::SessionFile(seq, n, _) = node else {
             return reply.error(Errno::EISDIR);
         };

@@ -115,7 +115,11 @@ impl MachineFs {
                 let m = self.machine(seq)?;
                 self.core.session(&m, n).ok_or(Errno::ENOENT)?;
                 for f in SessionFile::ALL {
-                    push(Node::SessionFile(seq, n, f), FileType::RegularFile, f.name());
+                    push(
+                        Node::SessionFile(seq, n, f),
+                        FileType::RegularFile,
+                        f.name(),
+                    );
                 }
             }
             Node::ByStatusDir => {

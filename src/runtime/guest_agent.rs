@@ -185,11 +185,7 @@ impl GuestAgent {
             AgentState::Ready => Duration::from_secs(2),
             _ => CONNECT_DEADLINE,
         };
-        let client = self
-            .transport(deadline)
-            .connect()
-            .await
-            .map_err(to_error)?;
+        let client = self.transport(deadline).connect().await.map_err(to_error)?;
         self.set(AgentState::Ready);
         let mut exec = agent::ExecRequest::new(req.cmd.clone());
         exec.env = req.env.clone();
@@ -210,11 +206,11 @@ impl GuestAgent {
             Ok(s) => s,
             // As for a one-shot exec: a command that cannot start ends at
             // once with 126 and says why on stderr.
-            Err(agent::Error::Remote { kind, message, .. })
-                if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
-            {
-                return Ok(ended_at_once(message));
-            }
+            Err(agent::Error::Remote {
+                kind: ErrorKind::NotFound | ErrorKind::PermissionDenied,
+                message,
+                ..
+            }) => return Ok(ended_at_once(message)),
             Err(e) => return Err(to_error(e)),
         };
         let (mut input, mut output) = session.split();

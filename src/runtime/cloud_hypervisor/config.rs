@@ -51,6 +51,8 @@ pub struct Config {
     /// The root filesystem first (id `rootfs`), then extra disks.
     pub disks: Vec<DiskConfig>,
     pub net: Vec<NetConfig>,
+    /// The vsock port the guest agent listens on (exec goes through it).
+    pub agent_port: u32,
     pub vsock: Option<VsockConfig>,
     pub ready_timeout: Duration,
     /// Deadline of each API call.
@@ -90,6 +92,7 @@ impl Config {
             initramfs: None,
             disks: Vec::new(),
             net: Vec::new(),
+            agent_port: crate::model::spec::DEFAULT_AGENT_PORT,
             vsock: Some(VsockConfig {
                 cid: GUEST_CID,
                 socket: files.vsock_socket().to_owned(),
@@ -119,6 +122,7 @@ impl Config {
             BIN_ENV,
         );
         let mut c = Self::bare(binary, machine.runtime_dir.clone());
+        c.agent_port = vm.agent_port;
         c.boot_vcpus = spec.vcpu_count;
         c.max_vcpus = vm.max_vcpus.unwrap_or(spec.vcpu_count).max(spec.vcpu_count);
         c.memory_mib = spec.mem_size_mib;
@@ -182,6 +186,12 @@ impl Config {
 
     pub fn with_net(mut self, net: NetConfig) -> Self {
         self.net.push(net);
+        self
+    }
+
+    /// The guest agent's vsock port (52 by default).
+    pub fn with_agent_port(mut self, port: u32) -> Self {
+        self.agent_port = port;
         self
     }
 

@@ -36,10 +36,11 @@ use super::config::Config;
 use super::handlers::{Handlers, Restore};
 use crate::error::Result;
 use crate::model::action::DEFAULT_SHUTDOWN_GRACE;
-use crate::model::{ExecOutput, ExecRequest, Exit, RuntimeKind};
+use crate::model::{ExecOutput, ExecRequest, Exit, RuntimeKind, StreamRequest};
+use crate::runtime::guest_agent::GuestAgent;
 use crate::runtime::http::UnixHttp;
-use crate::runtime::vm::{self, errors, Supervisor, VmFiles, VmmProcess};
-use crate::runtime::{null_sink, Observed, Runtime, RuntimeInfo, Sink};
+use crate::runtime::vm::{errors, Supervisor, VmFiles, VmmProcess};
+use crate::runtime::{null_sink, ExecStreams, Observed, Runtime, RuntimeInfo, Sink};
 
 #[derive(Clone)]
 pub struct Machine {
@@ -53,6 +54,8 @@ struct Inner {
     api: CloudHypervisorApi,
     supervisor: Supervisor,
     notes: Sink,
+    /// The guest agent: exec goes through it, over the vsock socket.
+    agent: GuestAgent,
 }
 
 impl std::fmt::Debug for Machine {
@@ -77,6 +80,14 @@ impl Machine {
                     UnixHttp::new(&config.socket_path).with_timeout(config.api_timeout),
                 ),
                 supervisor: Supervisor::new(files.clone()),
+                agent: GuestAgent::new(
+                    config
+                        .vsock
+                        .as_ref()
+                        .map(|v| v.socket.clone())
+                        .unwrap_or_else(|| files.vsock_socket().to_owned()),
+                    config.agent_port,
+                ),
                 files,
                 config,
                 notes,
@@ -152,7 +163,10 @@ impl Runtime for Machine {
     async fn start(&self) -> Result<()> {
         self.supervisor()
             .start(&self.config().binary, self.handlers.start.run(self.clone()))
-            .await
+            .await?;
+        // The guest boots on its own time: its agent is looked for meanwhile.
+        self.inner.agent.watch_boot();
+        Ok(())
     }
 
     async fn abandon_start(&self) -> Result<()> {
@@ -170,6 +184,7 @@ impl Runtime for Machine {
     }
 
     async fn kill(&self) -> Result<()> {
+        self.inner.agent.stop_watching();
         self.supervisor().kill().await
     }
 
@@ -192,7 +207,11 @@ impl Runtime for Machine {
     }
 
     async fn adopt(&self) -> Result<Observed> {
-        self.look(true).await
+        let seen = self.look(true).await?;
+        if matches!(seen, Observed::Running | Observed::Paused) {
+            self.inner.agent.watch_boot();
+        }
+        Ok(seen)
     }
 
     async fn wait(&self) -> Result<Exit> {
@@ -204,7 +223,19 @@ impl Runtime for Machine {
     }
 
     async fn exec(&self, req: &ExecRequest) -> Result<ExecOutput> {
-        vm::exec::exec(self.files(), req).await
+        self.inner.agent.exec(req).await
+    }
+
+    async fn exec_stream(&self, req: &StreamRequest) -> Result<ExecStreams> {
+        self.inner.agent.exec_stream(req).await
+    }
+
+    fn agent_state(&self) -> Option<&'static str> {
+        Some(self.inner.agent.state().as_str())
+    }
+
+    async fn wait_agent(&self, timeout: Duration) -> Result<()> {
+        self.inner.agent.wait_ready(timeout).await
     }
 
     async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()> {
@@ -228,6 +259,8 @@ impl Runtime for Machine {
     }
 
     async fn restore(&self, dir: &Path) -> Result<()> {
-        self.restore_snapshot(dir).await
+        self.restore_snapshot(dir).await?;
+        self.inner.agent.watch_boot();
+        Ok(())
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     /// The root filesystem first; see [`DrivesBuilder`].
     pub drives: Vec<Drive>,
     pub network_interfaces: Vec<NetworkInterface>,
+    /// The vsock port the guest agent listens on (exec goes through it).
+    pub agent_port: u32,
     pub vsock: Option<Vsock>,
     pub log_level: LogLevel,
     pub ready_timeout: Duration,
@@ -87,6 +89,7 @@ impl Config {
             initrd_path: None,
             drives: Vec::new(),
             network_interfaces: Vec::new(),
+            agent_port: crate::model::spec::DEFAULT_AGENT_PORT,
             vsock: Some(Vsock {
                 guest_cid: GUEST_CID,
                 uds_path: files.vsock_socket().to_owned(),
@@ -116,6 +119,7 @@ impl Config {
             BIN_ENV,
         );
         let mut c = Self::bare(binary, machine.runtime_dir.clone(), machine.id.clone());
+        c.agent_port = vm.agent_port;
         c.vcpu_count = spec.vcpu_count;
         c.mem_size_mib = spec.mem_size_mib;
         c.kernel_image_path = vm.kernel_image_path.clone();
@@ -179,6 +183,12 @@ impl Config {
             guest_cid,
             uds_path: self.files().vsock_socket().to_owned(),
         });
+        self
+    }
+
+    /// The guest agent's vsock port (52 by default).
+    pub fn with_agent_port(mut self, port: u32) -> Self {
+        self.agent_port = port;
         self
     }
 

@@ -48,7 +48,6 @@ pub mod binary;
 pub mod chain;
 pub mod console;
 pub mod errors;
-pub mod exec;
 pub mod files;
 pub mod network;
 pub mod supervisor;
