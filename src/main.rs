@@ -66,6 +66,9 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Copy a file into or out of a machine: `cp web:/etc/hosts ./hosts`,
+    /// `cp ./app web:/usr/local/bin/app` (`-` for stdin or stdout).
+    Cp { src: String, dst: String },
     /// List machines (running ones; all with -a).
     Ps {
         #[arg(short, long)]
@@ -218,6 +221,7 @@ fn main() -> ExitCode {
             };
             ExitCode::from(client::exec::exec(&mount, &name, &cmd, &opts) as u8)
         }
+        Command::Cp { src, dst } => done(client::copy::cp(&mount, &src, &dst)),
         Command::Ps { all, format } => {
             done(client::machines::ps(&mount, all, format == Format::Json))
         }

@@ -58,6 +58,15 @@ fn the_docker_verbs_drive_a_machine_through_its_life() {
     assert_eq!(inspect[0]["name"], "web");
     assert_eq!(inspect[0]["runtime_info"]["state"], "running");
 
+    // Files in and out, as `docker cp`.
+    let out = d.ok(
+        "t=$(mktemp -d) && printf 'payload\\n' > $t/a && $HF cp $t/a web:/tmp/a && \
+         $HF exec web cat /tmp/a && $HF cp web:/tmp/a - && rm -rf $t",
+    );
+    assert_eq!(out, "payload\npayload\n");
+    let out = d.sh("$HF cp web:/no/such/file /tmp/x");
+    assert!(!out.status.success());
+
     assert_eq!(d.ok("$HF restart web"), "web\n");
     assert_eq!(d.ok("$HF stop web"), "web\n");
     assert_eq!(d.read("machines/web/status"), "stopped\n");

@@ -117,10 +117,9 @@ fn a_broken_config_fails_the_write_that_ends_it() {
         "{}",
         d.read("machines/web/error")
     );
-    // Without a newline, pieces are put together until the close.
-    d.ok(
-        r#"exec 3>machines/web/config; printf '{"image":' >&3; printf '"busybox"}' >&3; exec 3>&-"#,
-    );
+    // Without a newline, pieces one process writes are put together until
+    // the close.
+    d.ok(r#"{ printf '{"image":'; printf '"busybox"}'; } > machines/web/config"#);
     assert!(d.read("machines/web/config").contains("\"busybox\""));
 }
 
@@ -169,11 +168,18 @@ fn an_exec_session_from_plain_shell() {
            exec 3<&-
            ls machines/web/sessions | wc -l"#);
     assert_eq!(out, "ctl exit stderr stdin stdout HELLO\ndone\n4\n0\n");
-    // A control before any command, and an unknown control, are refused.
+    // Stdin before any command, and a bad control once one runs, are refused.
     let stderr = d.fails(
         r#"exec 3< machines/web/exec.new; read n <&3
-           /bin/echo 'signal INT' > machines/web/sessions/$n/stdin
-           /bin/echo 'winsize 0 0' > machines/web/sessions/$n/ctl"#,
+           /bin/echo data > machines/web/sessions/$n/stdin"#,
     );
-    expect_errno(&stderr, "Invalid argument");
+    expect_errno(&stderr, "Broken pipe");
+    for control in ["winsize 0 0", "signal NOPE", "start"] {
+        let stderr = d.fails(&format!(
+            r#"exec 3< machines/web/exec.new; read n <&3
+               echo 'sleep 30' > machines/web/sessions/$n/ctl
+               /bin/echo '{control}' > machines/web/sessions/$n/ctl"#
+        ));
+        expect_errno(&stderr, "Invalid argument");
+    }
 }

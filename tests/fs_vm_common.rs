@@ -471,25 +471,6 @@ fn bad_input_cloud_hypervisor() {
     bad_input(Vmm::CloudHypervisor);
 }
 
-/// `exec` in a VM says clearly that it cannot yet (no guest agent).
-#[test]
-fn exec_in_a_vm_is_not_supported_yet() {
-    for kind in BOTH {
-        let Some(d) = vm::daemon(kind) else { continue };
-        create(&d, "vm", &config(kind, &greeting_kernel(), ""));
-        d.ok("echo start > machines/vm/ctl");
-        let stderr = d.fails("/bin/echo uname > machines/vm/exec");
-        expect_errno(&stderr, "Operation not supported");
-        let err = error(&d, "vm");
-        assert!(
-            err.contains(kind.runtime_type()) && err.contains("guest agent"),
-            "{err}"
-        );
-        assert_eq!(status(&d, "vm"), "running");
-        d.ok("echo kill > machines/vm/ctl");
-    }
-}
-
 /// A VMM whose machine is gone from the store (say, the daemon died in the
 /// middle of a delete) is found by its pid file and removed when the
 /// daemon starts, with its runtime directory.

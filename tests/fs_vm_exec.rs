@@ -130,6 +130,20 @@ fn exec_in_a_vm_behaves_as_in_a_container() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "o\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "e\n");
 
+    // Files in and out through the agent's own transfer (no cat in the guest).
+    let out = d.ok(
+        "t=$(mktemp -d) && head -c 3000000 /dev/urandom > $t/a && chmod 751 $t/a && \
+         $HF cp $t/a vm:$t/in && $HF cp vm:$t/in $t/b && cmp $t/a $t/b && \
+         stat -c %a $t/in && rm -rf $t",
+    );
+    assert_eq!(out, "751\n");
+    let out = d.sh("$HF cp vm:/nonexistent/file /tmp/x");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such file"),
+        "{out:?}"
+    );
+
     d.ok("echo kill > machines/vm/ctl");
     assert_eq!(code("$HF exec vm true"), Some(125));
     let stderr = d.fails("/bin/echo 'true' > machines/vm/exec");

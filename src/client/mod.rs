@@ -2,6 +2,7 @@
 //! filesystem (opening, reading and writing its files), never a second path
 //! into the core: what the CLI does, a shell script can do.
 
+pub mod copy;
 pub mod daemon;
 pub mod exec;
 pub mod machines;

@@ -61,10 +61,10 @@ impl Core {
                     .await;
             }
             let name = m.name();
-            tracing::info!(machine = %name, id = %m.id(), op = verb.name(), "begin");
+            tracing::info!(machine = %name, id = %m.id(), op = %verb.name(), "begin");
             let res = core.act_locked(&m, action, &op, cancels).await;
             if res.is_ok() {
-                tracing::info!(machine = %name, op = verb.name(), status = %m.status(), "done");
+                tracing::info!(machine = %name, op = %verb.name(), status = %m.status(), "done");
             }
             res
         })

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::machine::lock;
 use super::{Core, Machine};
 use crate::error::{Error, Result};
-use crate::model::{Status, StreamControl, StreamRequest};
+use crate::model::{SessionCommand, Status, StreamControl};
 use crate::runtime::{StreamInput, StreamOutput};
 
 /// Bytes a stream holds for a reader that is behind; past it the command
@@ -252,14 +252,16 @@ impl Core {
         }
     }
 
-    /// Gives a session its command and starts it.
+    /// Gives a session its command (or file copy) and starts it.
     pub async fn start_session(
         &self,
         m: &Arc<Machine>,
         s: &Arc<Session>,
-        req: StreamRequest,
+        cmd: SessionCommand,
     ) -> Result<()> {
-        req.validate()?;
+        if let SessionCommand::Run(req) = &cmd {
+            req.validate()?;
+        }
         if s.started() {
             return Err(Error::InvalidCommand(
                 "the session's command is already given".into(),
@@ -273,12 +275,15 @@ impl Core {
             });
         }
         let rt = self.runtime_for(m, &rec)?;
-        let streams = super::operation::deadline(
-            self.settings.call_deadline,
-            "attach exec",
-            rt.exec_stream(&req),
-        )
-        .await?;
+        let attach = async {
+            match &cmd {
+                SessionCommand::Run(req) => rt.exec_stream(req).await,
+                SessionCommand::CopyOut { path } => rt.copy_out(path).await,
+                SessionCommand::CopyIn { path, mode } => rt.copy_in(path, *mode).await,
+            }
+        };
+        let streams =
+            super::operation::deadline(self.settings.call_deadline, "attach exec", attach).await?;
         {
             let mut state = lock(&s.state);
             if !matches!(*state, State::Idle) {

@@ -621,11 +621,11 @@ async fn a_handle_never_reaches_a_machine_recreated_under_its_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_streams_stdin_to_stdout_and_ends_with_its_exit_code() {
     use crate::core::Stream;
-    use crate::model::{StreamControl, StreamRequest};
+    use crate::model::{SessionCommand, StreamControl, StreamRequest};
     let r = rig();
     let m = r.machine("vm").await;
     let s = r.core.open_session(&m).unwrap();
-    let cat = StreamRequest::parse(b"cat").unwrap();
+    let cat = SessionCommand::Run(StreamRequest::parse(b"cat").unwrap());
     // Not running yet: no session command.
     let err = r.core.start_session(&m, &s, cat.clone()).await.unwrap_err();
     assert_eq!(err.errno(), libc::EINVAL);
@@ -656,14 +656,18 @@ async fn a_session_streams_stdin_to_stdout_and_ends_with_its_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_holder_letting_go_kills_the_sessions_command() {
-    use crate::model::{StreamControl, StreamRequest};
+    use crate::model::{SessionCommand, StreamControl, StreamRequest};
     let r = rig();
     let m = r.machine("vm").await;
     r.core.act(&m, Action::Start).await.unwrap();
     let s = r.core.open_session(&m).unwrap();
     r.core.hold_session(&s);
     r.core
-        .start_session(&m, &s, StreamRequest::parse(b"cat").unwrap())
+        .start_session(
+            &m,
+            &s,
+            SessionCommand::Run(StreamRequest::parse(b"cat").unwrap()),
+        )
         .await
         .unwrap();
     r.core.release_session(&m, &s);

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! machines/web/exec.new            open + read: a new session's number, "3\n"
-//! machines/web/sessions/3/ctl      write the command (a line or JSON); then
+//! machines/web/sessions/3/ctl      write the command (a line or JSON), or a file
+//!                                  copy ({"get": PATH} / {"put": PATH, "mode": M}); then
 //!                                  `signal INT`, `winsize COLS ROWS`, `close-stdin`
 //! machines/web/sessions/3/stdin    write: bytes to the command
 //! machines/web/sessions/3/stdout   read: bytes as they come; end of file when it ends
@@ -24,7 +25,7 @@ use super::inode::{FileKind, Node, SessionFile};
 use super::{errno, MachineFs, MAX_COMMAND};
 use crate::core::{Machine, Session, Stream};
 use crate::error::Error;
-use crate::model::{StreamControl, StreamRequest};
+use crate::model::{SessionCommand, StreamControl};
 
 /// What an open file of a session holds on to, released at close.
 pub(super) type Held = (Arc<Machine>, Arc<Session>);
@@ -146,8 +147,8 @@ impl MachineFs {
                             Err(e) => Err(e),
                         }
                     } else {
-                        match StreamRequest::parse(&data) {
-                            Ok(req) => core.start_session(&m, &s, req).await,
+                        match SessionCommand::parse(&data) {
+                            Ok(cmd) => core.start_session(&m, &s, cmd).await,
                             Err(e) => Err(e),
                         }
                     };

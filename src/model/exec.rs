@@ -356,6 +356,63 @@ impl StreamRequest {
     }
 }
 
+/// What a session is made to do by its first `ctl` write: run a command,
+/// or copy a file out of or into the machine (`{"get": "/etc/hostname"}`,
+/// `{"put": "/tmp/x", "mode": 420}`), its bytes on `stdout` or `stdin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    Run(StreamRequest),
+    CopyOut { path: String },
+    CopyIn { path: String, mode: u32 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CopyJson {
+    #[serde(default)]
+    get: Option<String>,
+    #[serde(default)]
+    put: Option<String>,
+    #[serde(default)]
+    mode: Option<u32>,
+}
+
+impl SessionCommand {
+    pub fn parse(raw: &[u8]) -> Result<SessionCommand> {
+        let text = String::from_utf8_lossy(raw);
+        let trimmed = text.trim();
+        let is_copy = trimmed.starts_with('{')
+            && serde_json::from_str::<serde_json::Value>(trimmed)
+                .is_ok_and(|v| v.get("get").is_some() || v.get("put").is_some());
+        if !is_copy {
+            return StreamRequest::parse(raw).map(SessionCommand::Run);
+        }
+        let j: CopyJson = serde_json::from_str(trimmed)
+            .map_err(|e| Error::InvalidCommand(format!("session copy: {e}")))?;
+        let path_ok = |p: &str| {
+            if p.starts_with('/') && !p.contains('\0') {
+                Ok(p.to_owned())
+            } else {
+                Err(Error::InvalidCommand(format!(
+                    "a path in the machine must be absolute, got {p:?}"
+                )))
+            }
+        };
+        match (j.get, j.put) {
+            (Some(p), None) if j.mode.is_none() => {
+                Ok(SessionCommand::CopyOut { path: path_ok(&p)? })
+            }
+            (None, Some(p)) => Ok(SessionCommand::CopyIn {
+                path: path_ok(&p)?,
+                mode: j.mode.unwrap_or(0o644) & 0o7777,
+            }),
+            _ => Err(Error::InvalidCommand(
+                "a copy is either {\"get\": PATH} or {\"put\": PATH, \"mode\": MODE}".into(),
+            )),
+        }
+    }
+}
+
 /// What a session's `ctl` takes once its command runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamControl {

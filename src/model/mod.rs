@@ -14,7 +14,8 @@ pub mod time;
 
 pub use action::{Action, Verb, WaitTarget};
 pub use exec::{
-    ExecCommand, ExecOutput, ExecRequest, ResultFormat, StreamControl, StreamRequest, WindowSize,
+    ExecCommand, ExecOutput, ExecRequest, ResultFormat, SessionCommand, StreamControl,
+    StreamRequest, WindowSize,
 };
 pub use exit::Exit;
 pub use kind::RuntimeKind;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::{ExecStreams, StreamInput, StreamOutput, STREAM_DEPTH};
@@ -277,6 +278,112 @@ impl GuestAgent {
             output: out_rx,
         })
     }
+}
+
+impl GuestAgent {
+    /// A file out of the guest through the agent's own transfer (no `cat`
+    /// needed in the guest): its bytes as stdout, exit 0 once whole.
+    pub async fn copy_out(&self, path: &str) -> Result<ExecStreams> {
+        let client = self.connect().await?;
+        let (in_tx, _) = mpsc::channel(1);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
+        let (writer, mut reader) = tokio::io::duplex(64 << 10);
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            let pump_tx = out_tx.clone();
+            let pump = async move {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if pump_tx
+                                .send(StreamOutput::Stdout(buf[..n].to_vec()))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            };
+            let (got, ()) = tokio::join!(client.get_file(&path, writer), pump);
+            finish_transfer(&out_tx, got.map(|_| ())).await;
+        });
+        Ok(ExecStreams {
+            input: in_tx,
+            output: out_rx,
+        })
+    }
+
+    /// A file into the guest through the agent: stdin's bytes, written
+    /// whole when stdin closes; exit 0 once written.
+    pub async fn copy_in(&self, path: &str, mode: u32) -> Result<ExecStreams> {
+        let client = self.connect().await?;
+        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
+        let (mut writer, reader) = tokio::io::duplex(64 << 10);
+        let path = path.to_owned();
+        tokio::spawn(async move {
+            let feed = async move {
+                while let Some(msg) = in_rx.recv().await {
+                    match msg {
+                        StreamInput::Stdin(b) => {
+                            if writer.write_all(&b).await.is_err() {
+                                return;
+                            }
+                        }
+                        StreamInput::Control(StreamControl::CloseStdin) => return,
+                        StreamInput::Control(_) => {}
+                    }
+                }
+            };
+            // The writer half is dropped when the feed ends: the agent sees
+            // the end of the file.
+            let (put, ()) = tokio::join!(client.put_file(reader, &path, mode), feed);
+            finish_transfer(&out_tx, put.map(|_| ())).await;
+        });
+        Ok(ExecStreams {
+            input: in_tx,
+            output: out_rx,
+        })
+    }
+
+    async fn connect(&self) -> Result<agent::AgentClient<tokio::net::UnixStream>> {
+        let deadline = match self.state() {
+            AgentState::Ready => Duration::from_secs(2),
+            _ => CONNECT_DEADLINE,
+        };
+        let client = self.transport(deadline).connect().await.map_err(to_error)?;
+        self.set(AgentState::Ready);
+        Ok(client)
+    }
+}
+
+/// How a transfer ended, as a session says it: exit 0, or the reason on
+/// stderr and exit 1 (as `cp` does).
+async fn finish_transfer(
+    out: &mpsc::Sender<StreamOutput>,
+    res: std::result::Result<(), agent::Error>,
+) {
+    let code = match res {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = out
+                .send(StreamOutput::Stderr(
+                    format!("{}\n", e.report()).into_bytes(),
+                ))
+                .await;
+            1
+        }
+    };
+    let _ = out
+        .send(StreamOutput::Exit {
+            code,
+            timed_out: false,
+        })
+        .await;
 }
 
 /// A session whose command could not start: its message, then exit 126.

@@ -158,6 +158,38 @@ pub trait Runtime: Send + Sync {
     async fn exec_stream(&self, _req: &StreamRequest) -> Result<ExecStreams> {
         Err(self.unsupported("attached exec"))
     }
+    /// Streams a file out of the machine (its bytes as stdout; exit 0 once
+    /// whole). By default through `cat` in the machine.
+    async fn copy_out(&self, path: &str) -> Result<ExecStreams> {
+        self.exec_stream(&StreamRequest {
+            cmd: vec!["cat".into(), "--".into(), path.into()],
+            env: Default::default(),
+            working_dir: None,
+            user: None,
+            timeout: None,
+            tty: None,
+        })
+        .await
+    }
+    /// Streams a file into the machine (its bytes as stdin; the end of
+    /// stdin ends it; exit 0 once written). By default through `sh`.
+    async fn copy_in(&self, path: &str, mode: u32) -> Result<ExecStreams> {
+        self.exec_stream(&StreamRequest {
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat > \"$1\" && chmod {mode:o} \"$1\""),
+                "sh".into(),
+                path.into(),
+            ],
+            env: Default::default(),
+            working_dir: None,
+            user: None,
+            timeout: None,
+            tty: None,
+        })
+        .await
+    }
     /// Copies the current run's output into `sink` as it is produced, until
     /// the workload ends. `resume` says the run began under an earlier
     /// daemon: the output produced since is to be caught up.

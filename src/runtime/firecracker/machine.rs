@@ -228,6 +228,14 @@ impl Runtime for Machine {
         self.inner.agent.exec_stream(req).await
     }
 
+    async fn copy_out(&self, path: &str) -> Result<ExecStreams> {
+        self.inner.agent.copy_out(path).await
+    }
+
+    async fn copy_in(&self, path: &str, mode: u32) -> Result<ExecStreams> {
+        self.inner.agent.copy_in(path, mode).await
+    }
+
     fn agent_state(&self) -> Option<&'static str> {
         Some(self.inner.agent.state().as_str())
     }
