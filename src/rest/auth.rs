@@ -48,7 +48,7 @@ pub const PREFIX_LEN: usize = 11;
 /// Failed attempts a peer may make at once...
 pub const FAIL_BURST: f64 = 10.0;
 /// ...and how often it earns one more.
-pub const FAIL_REFILL: Duration = Duration::from_secs(1);
+pub const FAIL_REFILL: Duration = Duration::from_secs(5);
 /// last_used is written at most this often per key.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Past this many peers with failures, those that have recovered are forgotten.
