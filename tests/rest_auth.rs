@@ -331,3 +331,87 @@ fn keys_are_stored_only_as_digests_and_shown_once() {
     let (ok, _, err) = apikey(state, &["create", "x", "--scope", "machines:admin"]);
     assert!(!ok && err.contains("unknown scope"), "{err}");
 }
+
+#[test]
+fn allow_host_paths_confines_what_rest_clients_may_name() {
+    common::require_docker();
+    let allowed = tempfile::tempdir().unwrap();
+    let a = allowed.path().to_str().unwrap().to_owned();
+    std::os::unix::fs::symlink("/", allowed.path().join("root")).unwrap();
+    std::fs::create_dir(allowed.path().join("data")).unwrap();
+    let (d, api) = common::rest::rest_daemon_with_env(&[("HYPERFLEET_ALLOW_HOST_PATHS", &a)]);
+    let c = Client::new(&api);
+    let image = common::image();
+    let volume = |host: &str| {
+        serde_json::json!({"name": "web", "image": image, "cmd": ["sleep", "600"],
+                           "volumes": [{"host_path": host, "container_path": "/d"}]})
+        .to_string()
+    };
+    for (body, field) in [
+        (volume("/etc"), "volumes[0].host_path"),
+        (volume(&format!("{a}/root/etc")), "volumes[0].host_path"),
+        (volume(&format!("{a}/../../etc")), "volumes[0].host_path"),
+        (
+            serde_json::json!({"name": "web", "image": image, "privileged": true}).to_string(),
+            "privileged",
+        ),
+        (
+            serde_json::json!({"name": "vm", "runtime_type": "firecracker",
+                               "kernel_image_path": format!("{a}/vmlinux"),
+                               "disks": [{"path": "/dev/sda"}]})
+            .to_string(),
+            "disks[0].path",
+        ),
+        (
+            serde_json::json!({"name": "vm", "runtime_type": "cloud-hypervisor",
+                               "kernel_image_path": "/boot/vmlinuz"})
+            .to_string(),
+            "kernel_image_path",
+        ),
+    ] {
+        let r = c.post("/machines", &body);
+        assert_eq!(
+            (r.status, r.error_code()),
+            (400, "validation_error".to_owned()),
+            "{body}"
+        );
+        assert!(
+            r.json["message"].as_str().unwrap().contains(field),
+            "{body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(d.ok("ls machines"), "");
+
+    // Under the prefix: created, started, and the mount is the host directory.
+    let r = c.post("/machines", &volume(&format!("{a}/data")));
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(c.post_empty("/machines/web/start").status, 200);
+    let r = c.post(
+        "/machines/web/exec",
+        r#"{"cmd":["sh","-c","echo hi > /d/mark"]}"#,
+    );
+    assert_eq!(r.json["exit_code"], 0, "{}", r.text);
+    assert_eq!(
+        std::fs::read_to_string(allowed.path().join("data/mark")).unwrap(),
+        "hi\n"
+    );
+    assert_eq!(c.post_empty("/machines/web/kill").status, 200);
+
+    // Reconfiguring over REST is confined too, and leaves the old spec.
+    let r = c.put(
+        "/machines/web/config",
+        &serde_json::json!({"image": image, "volumes": [{"host_path": "/", "container_path": "/d"}]})
+            .to_string(),
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (400, "validation_error".to_owned())
+    );
+    let config = c.get("/machines/web/config").json;
+    assert_eq!(config["volumes"][0]["host_path"], format!("{a}/data"));
+    assert!(d.read("machines/web/error").contains("outside"));
+
+    // The filesystem is the host owner's own interface: not confined.
+    d.ok(r#"mkdir machines/local && /bin/echo '{"image":"x","volumes":[{"host_path":"/etc","container_path":"/e"}]}' > machines/local/config"#);
+}

@@ -326,7 +326,10 @@ impl KeyStore for SqliteStore {
     }
 
     fn change_counter(&self) -> Result<i64> {
-        self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+        self.with(|c| {
+            c.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))
+        })
     }
 }
 
