@@ -75,26 +75,20 @@ fn docker_ok(image: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// One kept-alive HTTP/1.1 connection to the REST server.
+/// One kept-alive HTTP/1.1 connection to the REST server (made again when
+/// the server has closed it for idling between rows).
 struct Http {
     rt: tokio::runtime::Handle,
+    addr: String,
     tx: SendRequest<Full<Bytes>>,
 }
 
 impl Http {
     fn connect(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<Http> {
-        let addr = addr.to_owned();
-        let tx = rt.block_on(async move {
-            let stream = tokio::net::TcpStream::connect(&addr).await?;
-            stream.set_nodelay(true)?;
-            let (tx, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-            tokio::spawn(conn);
-            anyhow::Ok(tx)
-        })?;
         Ok(Http {
             rt: rt.handle().clone(),
-            tx,
+            addr: addr.to_owned(),
+            tx: rt.block_on(handshake(addr.to_owned()))?,
         })
     }
 
@@ -107,6 +101,12 @@ impl Http {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_owned())))
             .expect("request");
+        if self.tx.is_closed() {
+            self.tx = self
+                .rt
+                .block_on(handshake(self.addr.clone()))
+                .expect("reconnect");
+        }
         let tx = &mut self.tx;
         self.rt.block_on(async {
             tx.ready().await.expect("connection");
@@ -124,11 +124,21 @@ impl Http {
     }
 }
 
+async fn handshake(addr: String) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(&addr).await?;
+    stream.set_nodelay(true)?;
+    let (tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(tx)
+}
+
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("hf-bench-").tempdir()?;
     let mount = dir.path().join("mnt");
     std::fs::create_dir_all(&mount)?;
     let rt = tokio::runtime::Runtime::new()?;
+    std::fs::create_dir_all(dir.path().join("state"))?;
     let core = Core::open(&dir.path().join("state"), daemon::drivers()?)?;
     rt.block_on(core.reconcile(true));
     let session = daemon::mount(core.clone(), rt.handle().clone(), &mount)?;

@@ -565,6 +565,11 @@ fn lists_filter_by_runtime_and_status() {
     let c = Client::new(&api);
     assert_eq!(create(&c, "d1", json!({})).status, 201);
     assert_eq!(create(&c, "d2", json!({})).status, 201);
+    // Listed once as pending, then listed again as what it has become.
+    assert_eq!(
+        names(&c.get("/machines?status=pending")),
+        set(&["d1", "d2"])
+    );
     assert_eq!(c.post_empty("/machines/d2/start").status, 200);
     let fc = c.post(
         "/machines",
@@ -574,7 +579,21 @@ fn lists_filter_by_runtime_and_status() {
     // One made through the filesystem is listed like the others.
     d.ok(r#"mkdir machines/c1 && echo '{"runtime_type":"cloud-hypervisor"}' > machines/c1/config"#);
     for prefix in ["", "/api/v1"] {
-        let list = |q: &str| names(&c.get(&format!("{prefix}/machines{q}")));
+        // The names listed; every item says what the filter asked for.
+        let list = |q: &str| {
+            let r = c.get(&format!("{prefix}/machines{q}"));
+            for pair in q
+                .trim_start_matches('?')
+                .split('&')
+                .filter(|p| !p.is_empty())
+            {
+                let (k, v) = pair.split_once('=').unwrap();
+                for m in r.json.as_array().unwrap() {
+                    assert_eq!(m[k], v, "{q}: {m}");
+                }
+            }
+            names(&r)
+        };
         assert_eq!(list(""), set(&["c1", "d1", "d2", "f1"]));
         assert_eq!(list("?runtime_type=docker"), set(&["d1", "d2"]));
         assert_eq!(list("?runtime_type=cloud-hypervisor"), set(&["c1"]));

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 
-use super::machine::{render_one, ExecResult, HealthJson, Live, MachineJson, RuntimeHealth};
+use super::machine::{render_one, ExecResult, HealthJson, RuntimeHealth};
 use super::reply::{empty, full, json, json_bytes, read_body, with_type, Problem, Reply};
 use super::routes::{Args, Op, Route};
 use super::{logs, Api};
@@ -164,35 +164,28 @@ fn health(api: &Api) -> HealthJson {
     }
 }
 
-/// Every machine (filtered), rendered straight from the registry: no
-/// runtime is asked anything, so container_id and pid are null.
+/// Every machine (filtered), rendered from the registry: no runtime is
+/// asked anything, so container_id and pid are null.
 pub fn list(api: &Api, args: &Args) -> Vec<u8> {
     let runtime = args.runtime("runtime_type");
     let status = args.status("status");
     let entries = api.core.list();
-    let mut out = Vec::with_capacity(64 + entries.len() * 768);
+    let total = entries.len();
+    let machines: Vec<Arc<Machine>> = entries
+        .into_iter()
+        .filter(|e| status.is_none_or(|s| s == e.status))
+        .filter(|e| runtime.is_none_or(|r| r == e.runtime))
+        .filter_map(|e| api.core.get_by_seq(e.seq))
+        .collect();
+    let mut out = Vec::with_capacity(64 + machines.len() * 768);
     out.push(b'[');
-    for e in entries {
-        if runtime.is_some_and(|r| r != e.runtime) {
-            continue;
-        }
-        let Some(m) = api.core.get_by_seq(e.seq) else {
-            continue;
-        };
-        m.with_record(|rec| {
-            // The record may have moved on since the listing: filter on it.
-            if status.is_some_and(|s| s != rec.status)
-                || runtime.is_some_and(|r| r != rec.spec.runtime_type())
-            {
-                return;
-            }
-            if out.len() > 1 {
-                out.push(b',');
-            }
-            // Writing into a Vec cannot fail, nor can these types' Serialize.
-            let _ = serde_json::to_writer(&mut out, &MachineJson::new(rec, Live::default()));
-        });
-    }
+    // Filtered again on the record itself, which may have moved on since the listing.
+    let keep = |rec: &crate::model::MachineRecord| {
+        status.is_none_or(|s| s == rec.status)
+            && runtime.is_none_or(|r| r == rec.spec.runtime_type())
+    };
+    api.list_cache
+        .render(machines.iter(), keep, total, &mut out);
     out.push(b']');
     out
 }

@@ -8,8 +8,8 @@
 //! within [`LIVE_FACTS_DEADLINE`]; a list never does (one engine call per
 //! machine would make a list of 1,000 cost seconds), so they are null there.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,8 +56,10 @@ pub struct MachineJson<'a> {
     /// The workload's (or VMM's) pid while it runs. Null in lists.
     pub pid: Option<u32>,
     /// ISO-8601, UTC.
-    pub created_at: String,
-    pub updated_at: String,
+    #[schema(value_type = String)]
+    pub created_at: Iso,
+    #[schema(value_type = String)]
+    pub updated_at: Iso,
     /// The last failure, when the machine is `failed`; null otherwise.
     pub error_message: Option<&'a str>,
     /// The whole spec, as the `config` file shows it.
@@ -68,12 +70,14 @@ pub struct MachineJson<'a> {
     /// Exit code of the last run, if it ended with one.
     pub exit_code: Option<i64>,
     /// How the last run ended, in words.
-    pub exit: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub exit: Option<InWords>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub started_at_ms: Option<i64>,
     /// ISO-8601, UTC: when the current or last run started.
-    pub started_at: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub started_at: Option<Iso>,
 }
 
 impl<'a> MachineJson<'a> {
@@ -94,18 +98,18 @@ impl<'a> MachineJson<'a> {
             image: rec.spec.container_spec().and_then(|c| c.image.as_deref()),
             container_id: live.container_id,
             pid: live.pid,
-            created_at: iso8601(rec.created_ms),
-            updated_at: iso8601(rec.updated_ms),
+            created_at: Iso(rec.created_ms),
+            updated_at: Iso(rec.updated_ms),
             error_message: (rec.status == Status::Failed && !rec.error.is_empty())
                 .then_some(rec.error.as_str()),
             config: &rec.spec,
             error: &rec.error,
             exit_code: rec.exit.and_then(|e| e.code()),
-            exit: rec.exit.map(|e| e.to_string()),
+            exit: rec.exit.map(InWords),
             created_at_ms: rec.created_ms,
             updated_at_ms: rec.updated_ms,
             started_at_ms: rec.started_ms,
-            started_at: rec.started_ms.map(iso8601),
+            started_at: rec.started_ms.map(Iso),
         }
     }
 }
@@ -139,8 +143,87 @@ pub async fn render_one(core: &Arc<Core>, m: &Arc<Machine>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// List items already rendered, by machine: a machine whose record is
+/// equal to the one its item was rendered from is copied, not serialized
+/// again (a list of 1,000 is mostly copies). Exact, since it compares whole
+/// records; only lists use it, as their items carry no live facts.
+#[derive(Default)]
+pub struct ListCache {
+    items: Mutex<HashMap<u64, (MachineRecord, Box<[u8]>)>>,
+}
+
+impl ListCache {
+    /// Appends the list item of each of `machines` whose record `keep`
+    /// accepts to `out`, comma-separated. `total` is how many machines
+    /// exist: past that many items, those of deleted machines are dropped.
+    pub fn render<'m>(
+        &self,
+        machines: impl Iterator<Item = &'m Arc<Machine>>,
+        keep: impl Fn(&MachineRecord) -> bool,
+        total: usize,
+        out: &mut Vec<u8>,
+    ) {
+        let mut items = self.items.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = true;
+        let mut listed = Vec::new();
+        for m in machines {
+            m.with_record(|rec| {
+                if !keep(rec) {
+                    return;
+                }
+                listed.push(rec.seq);
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                match items.get(&rec.seq) {
+                    Some((was, json)) if was == rec => out.extend_from_slice(json),
+                    _ => {
+                        let json = serde_json::to_vec(&MachineJson::new(rec, Live::default()))
+                            .unwrap_or_default();
+                        out.extend_from_slice(&json);
+                        items.insert(rec.seq, (rec.clone(), json.into_boxed_slice()));
+                    }
+                }
+            });
+        }
+        if items.len() > total {
+            // Some machines are gone; keep what this list showed.
+            let listed: HashSet<u64> = listed.into_iter().collect();
+            items.retain(|seq, _| listed.contains(seq));
+        }
+    }
+}
+
 /// Milliseconds since the epoch as `2026-11-25T10:00:00.123Z`.
 pub fn iso8601(ms: i64) -> String {
+    let buf = iso_bytes(ms);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A time rendered as ISO-8601 when serialized, without allocating: a list
+/// of 1,000 machines has 2,000 of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Iso(pub i64);
+
+impl Serialize for Iso {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let buf = iso_bytes(self.0);
+        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    }
+}
+
+/// How a run ended, serialized as its description.
+#[derive(Debug, Clone, Copy)]
+pub struct InWords(pub crate::model::Exit);
+
+impl Serialize for InWords {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+fn iso_bytes(ms: i64) -> [u8; 24] {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -154,13 +237,23 @@ pub fn iso8601(ms: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // Years outside 0..=9999 are clamped: they cannot come from a clock.
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999);
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, millis);
+    b
 }
 
 // ----- types that exist for the OpenAPI document only -----

@@ -90,6 +90,7 @@ pub struct Api {
     /// The OpenAPI document and its page, rendered once.
     pub openapi: Bytes,
     pub swagger: Bytes,
+    pub list_cache: machine::ListCache,
 }
 
 impl Api {
@@ -103,6 +104,7 @@ impl Api {
             limits,
             openapi: Bytes::from(serde_json::to_vec(&doc).unwrap_or_default()),
             swagger: Bytes::from(swagger),
+            list_cache: machine::ListCache::default(),
         }
     }
 }
