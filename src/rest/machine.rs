@@ -149,8 +149,11 @@ pub async fn render_one(core: &Arc<Core>, m: &Arc<Machine>) -> Vec<u8> {
 /// records; only lists use it, as their items carry no live facts.
 #[derive(Default)]
 pub struct ListCache {
-    items: Mutex<HashMap<u64, (MachineRecord, Box<[u8]>)>>,
+    /// By machine seq: the record an item was rendered from, and the item.
+    items: Mutex<HashMap<u64, Rendered>>,
 }
+
+type Rendered = (MachineRecord, Box<[u8]>);
 
 impl ListCache {
     /// Appends the list item of each of `machines` whose record `keep`
