@@ -428,17 +428,17 @@ pub struct RuntimeHealth {
 /// Every error: a stable code and the whole chain of causes.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
-#[allow(dead_code)]
-pub struct ErrorJson {
+pub struct ErrorJson<'a> {
     /// `not_found`, `validation_error`, `unauthorized`...
-    pub error: String,
-    pub message: String,
+    pub error: &'a str,
+    pub message: &'a str,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Exit, MachineName};
+    use serde_json::{json, Value};
 
     #[test]
     fn timestamps_are_iso8601_utc() {
@@ -492,6 +492,29 @@ mod tests {
         assert_eq!(v["network"]["tap_device"], "tap0");
         assert_eq!(v["image"], serde_json::Value::Null);
         assert_eq!(v["error_message"], serde_json::Value::Null, "not failed");
+    }
+
+    #[test]
+    fn every_documented_exec_field_is_accepted() {
+        let schema = serde_json::to_value(<ExecBody as utoipa::PartialSchema>::schema()).unwrap();
+        let sample = |ty: &Value| match ty {
+            t if t.to_string().contains("array") => json!(["true"]),
+            t if t.to_string().contains("number") => json!(5),
+            t if t.to_string().contains("object") => json!({"A": "1"}),
+            _ => json!("x"),
+        };
+        let mut body = serde_json::Map::new();
+        for (name, prop) in schema["properties"].as_object().unwrap() {
+            let v = if name == "working_dir" {
+                json!("/")
+            } else {
+                sample(&prop["type"])
+            };
+            body.insert(name.clone(), v);
+        }
+        assert!(body.len() >= 5);
+        crate::model::ExecCommand::parse(Value::Object(body.clone()).to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"));
     }
 
     #[test]

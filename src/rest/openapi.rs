@@ -52,7 +52,7 @@ pub fn document() -> OpenApi {
     add::<ExecBody>(&mut schemas);
     add::<ExecResult<'static>>(&mut schemas);
     add::<HealthJson>(&mut schemas);
-    add::<ErrorJson>(&mut schemas);
+    add::<ErrorJson<'static>>(&mut schemas);
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas)
         .security_scheme(

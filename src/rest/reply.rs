@@ -13,6 +13,7 @@ use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
+use super::machine::ErrorJson;
 use crate::error::Error;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -42,14 +43,9 @@ impl Problem {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        #[derive(Serialize)]
-        struct ErrorBody<'a> {
-            error: &'a str,
-            message: &'a str,
-        }
         let mut resp = json(
             self.status,
-            &ErrorBody {
+            &ErrorJson {
                 error: self.code,
                 message: &self.message,
             },
