@@ -1,11 +1,13 @@
-//! Filesystem latency benchmark. Prints a table; asserts nothing.
+//! Filesystem and REST latency benchmark. Prints a table; asserts nothing.
 //!
 //!     cargo run --release --example bench
 //!
 //! Mounts a fresh filesystem in a temp dir (in-process, through the real
 //! kernel FUSE path) and measures what a shell user would do. The Docker
 //! rows need a running engine and the test image (contrib/make-test-image.sh).
-//! The microVM rows need the VMM binaries (`HYPERFLEET_FIRECRACKER_BIN`,
+//! REST is served on a loopback port from the same core and measured over
+//! one kept-alive HTTP/1.1 connection, as a client library would. The
+//! microVM rows need the VMM binaries (`HYPERFLEET_FIRECRACKER_BIN`,
 //! `HYPERFLEET_CLOUD_HYPERVISOR_BIN`, else `../shared/vmm/`) and a kernel
 //! (`HYPERFLEET_KERNEL`, else the tiny PVH test kernel, built with gcc and
 //! ld); each VMM's create+start through the filesystem is measured against
@@ -17,8 +19,12 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyperfleet::core::{self, Core};
 use hyperfleet::daemon;
+use hyperfleet::rest;
 use hyperfleet::runtime::cloud_hypervisor::api::{
     CloudHypervisorApi, ConsoleConfig, CpusConfig, MemoryConfig, PayloadConfig, VmConfig,
     VsockConfig, MIB,
@@ -116,6 +122,64 @@ fn docker_ok(image: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// One kept-alive HTTP/1.1 connection to the REST server (made again when
+/// the server has closed it for idling between rows).
+struct Http {
+    rt: tokio::runtime::Handle,
+    addr: String,
+    tx: SendRequest<Full<Bytes>>,
+}
+
+impl Http {
+    fn connect(rt: &tokio::runtime::Runtime, addr: &str) -> anyhow::Result<Http> {
+        Ok(Http {
+            rt: rt.handle().clone(),
+            addr: addr.to_owned(),
+            tx: rt.block_on(handshake(addr.to_owned()))?,
+        })
+    }
+
+    /// Sends a request, reads the whole reply; returns its status and size.
+    fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, usize) {
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "bench")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request");
+        if self.tx.is_closed() {
+            self.tx = self
+                .rt
+                .block_on(handshake(self.addr.clone()))
+                .expect("reconnect");
+        }
+        let tx = &mut self.tx;
+        self.rt.block_on(async {
+            tx.ready().await.expect("connection");
+            let resp = tx.send_request(req).await.expect("send");
+            let status = resp.status().as_u16();
+            let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, bytes.len())
+        })
+    }
+
+    fn ok(&mut self, method: &str, path: &str, body: &str, want: u16) -> usize {
+        let (status, len) = self.call(method, path, body);
+        assert_eq!(status, want, "{method} {path}");
+        len
+    }
+}
+
+async fn handshake(addr: String) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(&addr).await?;
+    stream.set_nodelay(true)?;
+    let (tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(tx)
+}
+
 fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("hf-bench-").tempdir()?;
     let mount = dir.path().join("mnt");
@@ -137,6 +201,17 @@ fn main() -> anyhow::Result<()> {
     let core = Core::open(&state, registry::drivers(&settings)?)?;
     rt.block_on(core.reconcile(true));
     let session = daemon::mount(core.clone(), rt.handle().clone(), &mount)?;
+    let server = rt.block_on(rest::Server::bind(
+        core.clone(),
+        &daemon::db_path(&dir.path().join("state")),
+        &rest::Options {
+            listen: vec!["127.0.0.1:0".parse().map_err(anyhow::Error::msg)?],
+            ..Default::default()
+        },
+    ))?;
+    let addr = server.addresses().remove(0);
+    rt.spawn(server.serve());
+    let mut http = Http::connect(&rt, &addr)?;
     let m = |rel: &str| mount.join(rel);
     let mut rows = Vec::new();
 
@@ -147,9 +222,22 @@ fn main() -> anyhow::Result<()> {
     rows.push(measure("cat machines/web/status", 20_000, |_| {
         std::fs::read(m("machines/web/status")).expect("read");
     }));
+    rows.push(measure("REST: GET /machines/web (pending)", 20_000, |_| {
+        http.ok("GET", "/machines/web", "", 200);
+    }));
     rows.push(measure("mkdir machines/N (first 1,000)", 1_000, |i| {
         std::fs::create_dir(m(&format!("machines/m{i:05}"))).expect("mkdir");
     }));
+    std::fs::remove_dir(m("machines/web"))?;
+    let bytes = http.ok("GET", "/machines", "", 200);
+    rows.push(measure(
+        &format!("REST: GET /machines (1,000 machines, {} KiB)", bytes / 1024),
+        200,
+        |_| {
+            http.ok("GET", "/machines", "", 200);
+        },
+    ));
+    std::fs::create_dir(m("machines/web"))?;
     for i in 1_000..9_999 {
         std::fs::create_dir(m(&format!("machines/m{i:05}")))?;
     }
@@ -159,6 +247,24 @@ fn main() -> anyhow::Result<()> {
         let n = std::fs::read_dir(m("machines")).expect("ls").count();
         assert_eq!(n, 10_000);
     }));
+    let bytes = http.ok("GET", "/machines", "", 200);
+    rows.push(measure(
+        &format!(
+            "REST: GET /machines (10,000 machines, {} KiB)",
+            bytes / 1024
+        ),
+        50,
+        |_| {
+            http.ok("GET", "/machines", "", 200);
+        },
+    ));
+    rows.push(measure(
+        "REST: GET /machines?status=running (none of 10,000)",
+        200,
+        |_| {
+            http.ok("GET", "/machines?status=running", "", 200);
+        },
+    ));
     rows.push(measure(
         "stat status, 10,000 machines round robin",
         20_000,
@@ -185,6 +291,28 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(m(&format!("{name}/config")), &config).expect("config");
             std::fs::write(m(&format!("{name}/ctl")), "start").expect("start");
         }));
+        let rest_config = format!(r#"{{"name":"NAME","image":"{image}","cmd":["sleep","600"]}}"#);
+        rows.push(measure(
+            "REST: POST /machines + POST start (docker)",
+            runs,
+            |i| {
+                let name = format!("r{i}");
+                http.ok(
+                    "POST",
+                    "/machines",
+                    &rest_config.replace("NAME", &name),
+                    201,
+                );
+                http.ok("POST", &format!("/machines/{name}/start"), "", 200);
+            },
+        ));
+        rows.push(measure(
+            "REST: GET /machines/r0 (running: asks Docker)",
+            200,
+            |_| {
+                http.ok("GET", "/machines/r0", "", 200);
+            },
+        ));
         let mut cli_ids = Vec::new();
         rows.push(measure("docker run -d (same image)", runs, |_| {
             let out = Command::new("docker")
@@ -202,6 +330,8 @@ fn main() -> anyhow::Result<()> {
             let name = format!("machines/d{i}");
             std::fs::write(m(&format!("{name}/ctl")), "kill")?;
             std::fs::remove_dir(m(&name))?;
+            http.ok("POST", &format!("/machines/r{i}/kill"), "", 200);
+            http.ok("DELETE", &format!("/machines/r{i}"), "", 204);
         }
         let _ = Command::new("docker")
             .args(["rm", "-f"])

@@ -21,8 +21,10 @@ pub struct Options {
     pub mount: PathBuf,
     pub state_dir: PathBuf,
     pub foreground: bool,
-    /// Where to serve the REST API, if at all.
-    pub listen: Option<std::net::SocketAddr>,
+    /// Where to serve the REST API, if anywhere.
+    pub listen: Vec<crate::rest::Listen>,
+    /// Host path prefixes that machines created or configured over REST may name.
+    pub allow_host_paths: Vec<PathBuf>,
 }
 
 fn is_root() -> bool {
@@ -68,11 +70,16 @@ pub fn drivers(state_dir: &Path) -> anyhow::Result<Vec<Arc<dyn Driver>>> {
     Ok(registry::drivers(&settings)?)
 }
 
+/// The SQLite state of a state directory: machines and API keys.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("hyperfleet.db")
+}
+
 /// Opens the core on `state_dir`. `HYPERFLEET_TEST_STORE_DELAY_MS` (tests
 /// only) slows every store write down, to show that a slow disk stalls
 /// nothing but the operation that writes.
 pub fn open_core(state_dir: &Path) -> anyhow::Result<Arc<Core>> {
-    let sqlite = SqliteStore::open(&state_dir.join("hyperfleet.db"))?;
+    let sqlite = SqliteStore::open(&db_path(state_dir))?;
     let store: Arc<dyn Store> = match std::env::var("HYPERFLEET_TEST_STORE_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -182,15 +189,30 @@ fn serve(
 
     // REST first: once the mount and pid file appear, everything answers.
     let _ = fs::remove_file(state_dir.join("rest.addr"));
-    if let Some(addr) = opts.listen {
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("listening on {addr}"))?;
-        let bound = listener.local_addr()?;
-        // With port 0 the kernel picks; scripts and tests read it here.
-        fs::write(state_dir.join("rest.addr"), format!("{bound}\n"))?;
-        rt.spawn(crate::rest::serve(core.clone(), listener));
-        tracing::info!("REST API on http://{bound}");
+    let mut sockets = Vec::new();
+    if !opts.listen.is_empty() {
+        let rest_opts = crate::rest::Options {
+            listen: opts.listen.clone(),
+            allow_host_paths: opts.allow_host_paths.clone(),
+            limits: crate::rest::Limits::from_env(),
+        };
+        let server = rt.block_on(crate::rest::Server::bind(
+            core.clone(),
+            &db_path(&state_dir),
+            &rest_opts,
+        ))?;
+        let addresses = server.addresses();
+        // With port 0 the kernel picks; scripts and tests read it here, one
+        // line per address, in --listen order.
+        fs::write(
+            state_dir.join("rest.addr"),
+            format!("{}\n", addresses.join("\n")),
+        )?;
+        sockets = server.socket_files();
+        rt.spawn(server.serve());
+        for a in addresses {
+            tracing::info!("REST API on {a}");
+        }
     }
     let session = mount(core.clone(), rt.handle().clone(), &opts.mount)
         .with_context(|| format!("mounting {}", opts.mount.display()))?;
@@ -253,6 +275,9 @@ fn serve(
         unmount_lazily(&opts.mount);
     }
     let _ = fs::remove_file(state_dir.join("hyperfleet.pid"));
+    for socket in sockets {
+        let _ = fs::remove_file(socket);
+    }
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }

@@ -1,19 +1,8 @@
 //! The REST front end, driven with curl like the original Hyperfleet's README.
 mod common;
 
+use common::rest::{rest_daemon, rest_daemon_with_env, Client};
 use common::{require_docker, Daemon};
-
-fn rest_daemon() -> (Daemon, String) {
-    rest_daemon_with_env(&[])
-}
-
-fn rest_daemon_with_env(envs: &[(&str, &str)]) -> (Daemon, String) {
-    let mut envs = envs.to_vec();
-    envs.push(("HYPERFLEET_LISTEN", "127.0.0.1:0"));
-    let d = Daemon::start_with_env(&envs);
-    let addr = std::fs::read_to_string(d.state.join("rest.addr")).expect("rest.addr");
-    (d, format!("http://{}", addr.trim()))
-}
 
 /// `curl` with `args`: the HTTP status, then the body (parsed as JSON when
 /// it is JSON, else as a string).
@@ -37,35 +26,52 @@ const IDLE: &str = r#"["sh","-c","trap \"exit 0\" TERM; sleep 600 & wait"]"#;
 fn rest_and_filesystem_share_one_core() {
     require_docker();
     let (d, api) = rest_daemon();
-    let script = format!(
-        r#"set -e
-        api={api}
-        code=$(curl -s -o /dev/null -w '%{{http_code}}' -X POST $api/machines \
-            -H 'Content-Type: application/json' \
-            -d '{{"name":"my-container","runtime_type":"docker","vcpu_count":1,"mem_size_mib":64,"image":"'"$IMAGE"'","cmd":["sleep","600"],"env":{{"NODE_ENV":"production"}}}}')
-        echo "create $code"
-        cat machines/my-container/status
-        id=$(cat machines/my-container/id)
-        curl -sf -X POST $api/machines/$id/start >/dev/null
-        cat machines/my-container/status
-        curl -sf "$api/machines?status=running" | grep -c '"name":"my-container"'
-        curl -sf "$api/machines?runtime_type=firecracker"; echo
-        curl -sf -X POST $api/machines/my-container/exec -d '{{"cmd":["sh","-c","echo $NODE_ENV; exit 3"],"timeout":5}}'; echo
-        mkdir machines/from-fs
-        curl -sf $api/machines/from-fs | grep -o '"status":"pending"'
-        curl -s -o /dev/null -w 'delete-running %{{http_code}}\n' -X DELETE $api/machines/my-container
-        curl -sf -X POST "$api/machines/my-container/shutdown?timeout=1" | grep -o '"status":"stopped"'
-        curl -s -o /dev/null -w 'delete %{{http_code}}\n' -X DELETE $api/machines/$id
-        ls machines
-        "#
-    );
-    let out = d.ok(&script);
+    let c = Client::new(&api);
+    let body = serde_json::json!({
+        "name": "my-container", "runtime_type": "docker", "vcpu_count": 1, "mem_size_mib": 64,
+        "image": common::image(), "cmd": ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"],
+        "env": {"NODE_ENV": "production"},
+    });
+    let r = c.post("/machines", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Created over REST: the filesystem shows it at once, the same machine.
+    assert_eq!(d.read("machines/my-container/status"), "pending\n");
+    let id = d.read("machines/my-container/id");
+    assert_eq!(r.json["id"], id.trim());
+
+    let r = c.post_empty(&format!("/machines/{}/start", id.trim()));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(d.read("machines/my-container/status"), "running\n");
+    let running = c.get("/machines?status=running");
     assert_eq!(
-        out,
-        "create 201\npending\nrunning\n1\n[]\n\
-         {\"exit_code\":3,\"stderr\":\"\",\"stdout\":\"production\\n\"}\n\
-         \"status\":\"pending\"\ndelete-running 409\n\"status\":\"stopped\"\ndelete 204\nfrom-fs\n"
+        running.json.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        running.text
     );
+    assert_eq!(running.json[0]["name"], "my-container");
+    assert_eq!(c.get("/machines?runtime_type=firecracker").text, "[]");
+
+    let r = c.post(
+        "/machines/my-container/exec",
+        r#"{"cmd":["sh","-c","echo $NODE_ENV; exit 3"],"timeout":5}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json,
+        serde_json::json!({"exit_code": 3, "stdout": "production\n", "stderr": "",
+                           "stdout_truncated": false, "stderr_truncated": false})
+    );
+
+    // Created through the filesystem: REST finds it at once.
+    d.ok("mkdir machines/from-fs");
+    assert_eq!(c.get("/machines/from-fs").json["status"], "pending");
+
+    // DELETE of a running machine stops it first, as the original did.
+    let r = c.delete(&format!("/machines/{}", id.trim()));
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.text, "");
+    assert_eq!(d.ok("ls machines"), "from-fs\n");
     assert!(d.containers().is_empty(), "container left behind");
 }
 
@@ -114,7 +120,8 @@ fn rest_errors_have_status_and_json_body_and_change_nothing() {
     );
     assert!(d.read("machines/w/error").contains("needs image"));
     let out = code(&format!("-X POST {api}/machines/w/explode"));
-    assert!(out.starts_with("400\n"), "{out}");
+    assert!(out.starts_with("404\n{\"error\":\"no_route\""), "{out}");
+    assert!(out.contains("POST /machines/w/explode"), "{out}");
     let out = code(&format!("{api}/machines/nope"));
     assert!(out.starts_with("404\n{\"error\":\"not_found\""), "{out}");
     let out = code(&format!(
@@ -213,6 +220,24 @@ fn rest_lifecycle_routes_change_the_status_the_filesystem_shows() {
             format!("{want}\n"),
             "after {verb}"
         );
+        // The reply carries the runtime's facts: the container of this run,
+        // and its pid while it runs.
+        assert_eq!(
+            body["container_id"].as_str(),
+            Some(container(&d).as_str()),
+            "{verb}"
+        );
+        let pid = body["pid"].as_u64();
+        if want == "stopped" {
+            assert_eq!(pid, None, "{verb}: {body}");
+        } else {
+            let docker_pid = common::docker(&["inspect", "-f", "{{.State.Pid}}", &container(&d)]);
+            assert_eq!(
+                pid.map(|p| p.to_string()),
+                Some(docker_pid),
+                "{verb}: {body}"
+            );
+        }
     };
 
     act("start", "running");

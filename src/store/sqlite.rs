@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::Store;
+use super::{KeyRecord, KeyStore, Store};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, Exit, MachineName, MachineRecord, MachineSpec, Status};
 
@@ -36,6 +36,18 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE machines ADD COLUMN exit_kind TEXT;",
     // 3: the last failures, a JSON array of [unix ms, line].
     "ALTER TABLE machines ADD COLUMN errors_json TEXT NOT NULL DEFAULT '[]';",
+    // 4: API keys of the REST front end: only digests, never keys.
+    "CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        prefix       TEXT NOT NULL UNIQUE,
+        sha256       BLOB NOT NULL,
+        scopes       TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER,
+        revoked_ms   INTEGER
+    );
+    CREATE UNIQUE INDEX api_keys_live_name ON api_keys(name) WHERE revoked_ms IS NULL;",
 ];
 
 pub struct SqliteStore {
@@ -247,6 +259,92 @@ impl Store for SqliteStore {
     }
 }
 
+const KEY_COLUMNS: &str = "id, name, prefix, sha256, scopes, created_ms, last_used_ms, revoked_ms";
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let hash: Vec<u8> = r.get(3)?;
+    let scopes: String = r.get(4)?;
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        prefix: r.get(2)?,
+        // A digest of another length matches no key.
+        hash: hash.try_into().unwrap_or([0; 32]),
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        created_ms: r.get(5)?,
+        last_used_ms: r.get(6)?,
+        revoked_ms: r.get(7)?,
+    })
+}
+
+impl KeyStore for SqliteStore {
+    fn insert_key(&self, key: &KeyRecord) -> Result<Option<KeyRecord>> {
+        let res = self.with(|c| {
+            c.execute(
+                "INSERT INTO api_keys (id, name, prefix, sha256, scopes, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key.id,
+                    key.name,
+                    key.prefix,
+                    &key.hash[..],
+                    key.scopes.join(" "),
+                    key.created_ms
+                ],
+            )
+        });
+        match res {
+            Ok(_) => Ok(Some(key.clone())),
+            // The partial index allows one unrevoked key per name.
+            Err(Error::Store(msg)) if msg.contains("api_keys.name") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn keys(&self) -> Result<Vec<KeyRecord>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms, rowid"
+            ))?;
+            let rows = stmt.query_map([], key_row)?;
+            rows.collect()
+        })
+    }
+
+    fn revoke_key(&self, name: &str, at_ms: i64) -> Result<Option<KeyRecord>> {
+        self.with(|c| {
+            let found = c
+                .query_row(
+                    &format!(
+                        "UPDATE api_keys SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL
+                         RETURNING {KEY_COLUMNS}"
+                    ),
+                    params![name, at_ms],
+                    key_row,
+                )
+                .optional()?;
+            Ok(found)
+        })
+    }
+
+    fn touch_key(&self, id: &str, at_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE api_keys SET last_used_ms = ?2 WHERE id = ?1",
+                params![id, at_ms],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn change_counter(&self) -> Result<i64> {
+        self.with(|c| {
+            c.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))
+        })
+    }
+}
+
 fn spec_to_json(spec: &MachineSpec) -> Result<String> {
     serde_json::to_string(spec).map_err(|e| Error::Store(e.to_string()))
 }
@@ -316,6 +414,55 @@ mod tests {
             .insert("2", &name("web"), &MachineSpec::default())
             .unwrap_err();
         assert!(matches!(err, Error::AlreadyExists(_)));
+    }
+
+    fn key(name: &str, prefix: &str) -> KeyRecord {
+        KeyRecord {
+            id: format!("id-{prefix}"),
+            name: name.into(),
+            prefix: prefix.into(),
+            hash: [7; 32],
+            scopes: vec!["machines:read".into()],
+            created_ms: 1,
+            last_used_ms: None,
+            revoked_ms: None,
+        }
+    }
+
+    #[test]
+    fn keys_are_shared_by_two_stores_on_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let daemon = SqliteStore::open(&path).unwrap();
+        let cli = SqliteStore::open(&path).unwrap();
+        assert_eq!(daemon.keys().unwrap(), vec![]);
+        let before = daemon.change_counter().unwrap();
+
+        let ci = cli.insert_key(&key("ci", "hf_aaaaaaaa")).unwrap().unwrap();
+        assert_ne!(
+            daemon.change_counter().unwrap(),
+            before,
+            "a commit went unseen"
+        );
+        assert_eq!(daemon.keys().unwrap(), vec![ci.clone()]);
+        // One live key per name; a prefix is never reused.
+        assert_eq!(cli.insert_key(&key("ci", "hf_bbbbbbbb")).unwrap(), None);
+        assert!(cli.insert_key(&key("other", "hf_aaaaaaaa")).is_err());
+
+        let seen = daemon.change_counter().unwrap();
+        let revoked = cli.revoke_key("ci", 5).unwrap().unwrap();
+        assert_eq!(revoked.revoked_ms, Some(5));
+        assert_ne!(daemon.change_counter().unwrap(), seen);
+        assert!(daemon.keys().unwrap()[0].is_revoked());
+        assert_eq!(cli.revoke_key("ci", 6).unwrap(), None, "revoked twice");
+        // The name is free again once its key is revoked.
+        let again = cli.insert_key(&key("ci", "hf_cccccccc")).unwrap().unwrap();
+        daemon.touch_key(&again.id, 9).unwrap();
+        let all = cli.keys().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].last_used_ms, Some(9));
+        assert_eq!(all[1].scopes, vec!["machines:read".to_string()]);
+        assert_eq!(all[1].hash, [7; 32]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod fake_vmm;
 pub mod kernel;
 pub mod registry;
+pub mod rest;
 pub mod vm;
 pub mod vmm;
 
