@@ -222,7 +222,7 @@ fn serve(
     )?;
     tracing::info!(mount = %opts.mount.display(), state = %state_dir.display(), "serving");
     let rest = match fs::read_to_string(state_dir.join("rest.addr")) {
-        Ok(a) => format!("http://{}", a.trim()),
+        Ok(a) => a.lines().collect::<Vec<_>>().join(", "),
         Err(_) => "off (--listen ADDR)".into(),
     };
     let summary = format!(
