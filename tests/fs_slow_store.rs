@@ -42,31 +42,23 @@ fn reads_answer_at_once_while_commits_crawl() {
         assert!(Instant::now() < deadline, "the config write never began");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let began = Instant::now();
-    let mut latencies = Vec::new();
+    // Twenty rounds of reads; if any of them waited on a commit it would
+    // wait behind all seven crawling writes, and the writer would be done by
+    // the time the reads are. Ordering, not a stopwatch, is the proof.
     for _ in 0..20 {
-        let t = Instant::now();
         let status = std::fs::read_to_string(d.mount.join("machines/a/status")).expect("status");
         let names: Vec<_> = std::fs::read_dir(d.mount.join("machines"))
             .expect("ls")
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        latencies.push(t.elapsed());
         assert_eq!(status, "pending\n");
         assert!(names.iter().any(|n| n == "a"), "{names:?}");
     }
     // All of that happened while the writer was still waiting on the disk.
     assert!(
         writer.try_wait().expect("try_wait").is_none(),
-        "the slow commit finished before the reads did; the test proves nothing"
-    );
-    assert!(began.elapsed() < Duration::from_millis(DELAY_MS));
-    latencies.sort();
-    let p50 = latencies[latencies.len() / 2];
-    assert!(
-        p50 < Duration::from_millis(50),
-        "p50 {p50:?}: {latencies:?}"
+        "the reads finished only after the slow commits did"
     );
     writer.wait().expect("wait");
     assert_eq!(d.read("machines/b/status"), "pending\n");
