@@ -46,7 +46,13 @@ impl Core {
         if durable_first {
             stored.clone()?;
         }
-        m.publish(next);
+        let new = next.clone();
+        let old = m.publish(next);
+        // Before the caller hears it is done: see `events`.
+        let subject = super::events::subject(&new);
+        for what in super::events::diff(&old, &new) {
+            self.emit(crate::model::Event::new(subject.clone(), what));
+        }
         stored
     }
 

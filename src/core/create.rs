@@ -34,7 +34,9 @@ impl Core {
         let m = Arc::new(Machine::new(rec.clone(), LogFile::new(&self.logs_dir, &id)));
         reg.by_seq.insert(rec.seq, m.clone());
         reg.by_name.insert(name.clone(), m.clone());
+        drop(reg);
         tracing::info!(machine = %name, id = %id, "created");
+        self.emit_about(&m, crate::model::Happening::Created);
         Ok(m)
     }
 
@@ -116,6 +118,13 @@ impl Core {
         m.wake_waiters();
         m.log.remove();
         tracing::info!(machine = %rec.name, id = %rec.id, "deleted");
+        self.emit_about(
+            m,
+            crate::model::Happening::Deleted {
+                status: rec.status,
+                runtime: rec.spec.runtime_type(),
+            },
+        );
         Ok(())
     }
 

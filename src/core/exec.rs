@@ -39,6 +39,13 @@ impl Core {
         let output = deadline(req.timeout + EXEC_SLACK, "exec", rt.exec(&req)).await?;
         let output = Arc::new(output);
         *lock(&m.last_exec) = Some(output.clone());
+        self.emit_about(
+            m,
+            crate::model::Happening::Exec {
+                exit_code: output.exit_code,
+                timed_out: output.timed_out,
+            },
+        );
         if output.timed_out {
             return Err(Error::Timeout(format!(
                 "{:?} did not finish within {}s and was killed; what it printed is in exec and exec.stderr",

@@ -163,16 +163,17 @@ impl Machine {
     }
 
     /// Makes `next` the record everyone reads, and tells waiters if the
-    /// status changed. Only the commit path calls this.
-    pub(super) fn publish(&self, next: MachineRecord) {
+    /// status changed; hands back the record it replaced. Only the commit
+    /// path calls this.
+    pub(super) fn publish(&self, next: MachineRecord) -> MachineRecord {
         // What `info` rendered is out of date now.
         lock(&self.info_cache).take();
         let status = next.status;
         let old = {
             let mut r = write(&self.record);
-            std::mem::replace(&mut *r, next).status
+            std::mem::replace(&mut *r, next)
         };
-        if old != status {
+        if old.status != status {
             let seq = {
                 let mut t = lock(&self.transitions);
                 t.seq += 1;
@@ -185,6 +186,7 @@ impl Machine {
             };
             self.changed.send_replace(seq);
         }
+        old
     }
 
     /// Cancels a restart the restart policy scheduled; says if there was one.

@@ -13,6 +13,7 @@ mod commit;
 mod config;
 mod create;
 mod devices;
+mod events;
 mod exec;
 mod halt;
 mod info;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub use events::{Observer, Subscription, BACKLOG};
 pub use info::describe;
 pub use logsink::{LogFile, LOG_CAP};
 pub use machine::Machine;
@@ -125,6 +127,7 @@ pub struct Core {
     logs_dir: PathBuf,
     run_dir: PathBuf,
     settings: Settings,
+    events: events::Events,
 }
 
 impl Core {
@@ -177,6 +180,7 @@ impl Core {
             logs_dir,
             run_dir,
             settings,
+            events: events::Events::default(),
         }))
     }
 
@@ -314,7 +318,17 @@ impl Core {
                 },
             };
             let was = write(&self.health).insert(kind, h.clone());
-            recovered |= h.is_available() && !was.is_some_and(|w| w.is_available());
+            recovered |= h.is_available() && !was.as_ref().is_some_and(|w| w.is_available());
+            if was.as_ref() != Some(&h) {
+                let (available, text) = match &h {
+                    Health::Available { detail } => (true, format!("available: {detail}")),
+                    Health::Unavailable { reason } => (false, format!("unavailable: {reason}")),
+                };
+                self.emit(crate::model::Event::new(
+                    crate::model::Subject::Runtime(kind),
+                    crate::model::Happening::Runtime { available, text },
+                ));
+            }
         }
         recovered
     }

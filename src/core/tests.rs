@@ -947,3 +947,98 @@ async fn rmdir_after_a_timed_out_first_start_leaves_nothing() {
         r.engine_state(&m)
     );
 }
+
+/// Every change reaches a subscriber, in order, with the observer hearing
+/// of it first; records that change nothing visible stay quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_every_change_in_order() {
+    use crate::model::{Happening, RuntimeKind};
+    let r = rig();
+    r.core.probe_health().await;
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heard.clone();
+    assert!(r.core.set_observer(Box::new(move |e| {
+        h.lock().unwrap().push(e.what.clone());
+    })));
+    assert!(!r.core.set_observer(Box::new(|_| {})), "a second observer");
+    let mut sub = r.core.subscribe();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let err = r.core.act(&m, Action::Pause).await;
+    assert!(err.is_ok());
+    r.core.act(&m, Action::Resume).await.unwrap();
+    r.core.act(&m, Action::Stop).await.unwrap();
+    let bogus = r.core.act(&m, Action::Resume).await.unwrap_err();
+    r.core.delete(&m).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = sub.try_next() {
+        assert_eq!(e.machine_seq(), Some(m.seq()), "{e:?}");
+        got.push(e.what.clone());
+    }
+    let status = |from, to| Happening::Status { from, to };
+    assert_eq!(
+        got,
+        vec![
+            Happening::Created,
+            Happening::Config {
+                from: RuntimeKind::Docker,
+                to: RuntimeKind::Firecracker
+            },
+            status(Status::Pending, Status::Starting),
+            status(Status::Starting, Status::Running),
+            status(Status::Running, Status::Paused),
+            status(Status::Paused, Status::Running),
+            status(Status::Running, Status::Stopping),
+            status(Status::Stopping, Status::Stopped),
+            Happening::Error(bogus.report().to_string()),
+            Happening::Deleted {
+                status: Status::Stopped,
+                runtime: RuntimeKind::Firecracker
+            },
+        ]
+    );
+    // The observer heard the same, plus an update per commit.
+    let observed: Vec<_> = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| **w != Happening::Updated)
+        .cloned()
+        .collect();
+    assert_eq!(observed, got);
+    assert!(heard.lock().unwrap().contains(&Happening::Updated));
+}
+
+/// A subscriber that does not read loses the oldest events, never blocks
+/// the core, and is told how many it lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_loses_the_oldest_and_is_told() {
+    use crate::model::Happening;
+    let r = rig();
+    r.core.probe_health().await;
+    let mut slow = r.core.subscribe();
+    let m = r.machine("vm").await;
+    let extra = super::BACKLOG + 10;
+    for i in 0..extra {
+        let line = format!("bogus {i}");
+        r.core.report(&m, Error::InvalidCommand(line)).await;
+    }
+    let first = slow.try_next().expect("marker");
+    let Happening::Dropped(n) = first.what else {
+        panic!("expected the marker, got {first:?}");
+    };
+    // Created + config + every error, less what the backlog kept.
+    assert_eq!(n as usize, 2 + extra - super::BACKLOG);
+    let mut rest = 0;
+    let mut last = None;
+    while let Some(e) = slow.try_next() {
+        rest += 1;
+        last = Some(e);
+    }
+    assert_eq!(rest, super::BACKLOG);
+    let last = last.expect("events");
+    assert!(
+        matches!(&last.what, Happening::Error(l) if l.contains(&format!("bogus {}", extra - 1))),
+        "{last:?}"
+    );
+}

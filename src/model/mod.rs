@@ -3,6 +3,7 @@
 //! none of them, so the crate's modules form no import cycle.
 
 pub mod action;
+pub mod event;
 pub mod exec;
 pub mod exit;
 pub mod kind;
@@ -13,6 +14,7 @@ pub mod status;
 pub mod time;
 
 pub use action::{Action, Verb, WaitTarget};
+pub use event::{Event, Happening, Subject};
 pub use exec::{
     ExecCommand, ExecOutput, ExecRequest, ResultFormat, SessionCommand, StreamControl,
     StreamRequest, WindowSize,
