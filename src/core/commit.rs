@@ -46,13 +46,12 @@ impl Core {
         if durable_first {
             stored.clone()?;
         }
+        // Before the caller hears it is done: see `events`.
+        let subject = super::events::subject(&next);
+        self.changing(&subject);
         let new = next.clone();
         let old = m.publish(next);
-        // Before the caller hears it is done: see `events`.
-        let subject = super::events::subject(&new);
-        for what in super::events::diff(&old, &new) {
-            self.emit(crate::model::Event::new(subject.clone(), what));
-        }
+        self.changed(subject, super::events::diff(&old, &new));
         stored
     }
 

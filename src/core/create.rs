@@ -106,6 +106,8 @@ impl Core {
         }
         let seq = rec.seq;
         self.store_blocking(move |store| store.delete(seq)).await?;
+        let subject = super::events::subject(&rec);
+        self.changing(&subject);
         {
             let mut reg = write(&self.registry);
             reg.by_name.remove(&rec.name);
@@ -118,12 +120,12 @@ impl Core {
         m.wake_waiters();
         m.log.remove();
         tracing::info!(machine = %rec.name, id = %rec.id, "deleted");
-        self.emit_about(
-            m,
-            crate::model::Happening::Deleted {
+        self.changed(
+            subject,
+            vec![crate::model::Happening::Deleted {
                 status: rec.status,
                 runtime: rec.spec.runtime_type(),
-            },
+            }],
         );
         Ok(())
     }

@@ -16,14 +16,21 @@ use crate::model::{Event, Happening, MachineRecord, Subject};
 /// How many events a reader may fall behind before it loses the oldest.
 pub const BACKLOG: usize = 4096;
 
-/// Hears of every change before it is acknowledged. It runs on the task
-/// that made the change, after the machine's record lock is released: it
-/// must be quick and must not call back into the core for writes.
-pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
+/// Hears of every change before it is acknowledged, in two steps:
+/// `changing` just before the new value becomes visible, `changed` just
+/// after. Between the two, whoever caches what a reader sees must not keep
+/// it for long. Both run on the task that makes the change, outside every
+/// lock of the core: they must be quick and must not call back into the
+/// core for writes.
+pub trait Observer: Send + Sync {
+    fn changing(&self, subject: &Subject);
+    /// What happened, in order; the last call for a subject's change.
+    fn changed(&self, subject: &Subject, what: &[Happening]);
+}
 
 pub(super) struct Events {
     tx: broadcast::Sender<Arc<Event>>,
-    observer: OnceLock<Observer>,
+    observer: OnceLock<Box<dyn Observer>>,
 }
 
 impl Default for Events {
@@ -75,22 +82,34 @@ impl Core {
     }
 
     /// Installs the one observer; false if there already is one.
-    pub fn set_observer(&self, observer: Observer) -> bool {
+    pub fn set_observer(&self, observer: Box<dyn Observer>) -> bool {
         self.events.observer.set(observer).is_ok()
     }
 
-    pub(super) fn emit(&self, event: Event) {
+    /// Call just before what `subject` shows changes; `changed` must follow.
+    pub(super) fn changing(&self, subject: &Subject) {
         if let Some(o) = self.events.observer.get() {
-            o(&event);
-        }
-        if event.is_shown() {
-            // No subscriber is not an error: nobody is listening.
-            let _ = self.events.tx.send(Arc::new(event));
+            o.changing(subject);
         }
     }
 
+    /// Call once the change is visible: the observer first, then readers.
+    pub(super) fn changed(&self, subject: Subject, what: Vec<Happening>) {
+        if let Some(o) = self.events.observer.get() {
+            o.changed(&subject, &what);
+        }
+        for what in what {
+            let event = Event::new(subject.clone(), what);
+            if event.is_shown() {
+                // No subscriber is not an error: nobody is listening.
+                let _ = self.events.tx.send(Arc::new(event));
+            }
+        }
+    }
+
+    /// A change that needs no `changing` (nothing showed it before).
     pub(super) fn emit_about(&self, m: &Machine, what: Happening) {
-        self.emit(Event::new(m.with_record(subject), what));
+        self.changed(m.with_record(subject), vec![what]);
     }
 }
 

@@ -38,13 +38,15 @@ impl Core {
         let rt = self.runtime_for(m, &rec)?;
         let output = deadline(req.timeout + EXEC_SLACK, "exec", rt.exec(&req)).await?;
         let output = Arc::new(output);
+        let subject = m.with_record(super::events::subject);
+        self.changing(&subject);
         *lock(&m.last_exec) = Some(output.clone());
-        self.emit_about(
-            m,
-            crate::model::Happening::Exec {
+        self.changed(
+            subject,
+            vec![crate::model::Happening::Exec {
                 exit_code: output.exit_code,
                 timed_out: output.timed_out,
-            },
+            }],
         );
         if output.timed_out {
             return Err(Error::Timeout(format!(

@@ -317,18 +317,22 @@ impl Core {
                     reason: "this build of hyperfleet has no driver for it yet".into(),
                 },
             };
-            let was = write(&self.health).insert(kind, h.clone());
-            recovered |= h.is_available() && !was.as_ref().is_some_and(|w| w.is_available());
-            if was.as_ref() != Some(&h) {
-                let (available, text) = match &h {
-                    Health::Available { detail } => (true, format!("available: {detail}")),
-                    Health::Unavailable { reason } => (false, format!("unavailable: {reason}")),
-                };
-                self.emit(crate::model::Event::new(
-                    crate::model::Subject::Runtime(kind),
-                    crate::model::Happening::Runtime { available, text },
-                ));
+            let was = self.health(kind);
+            recovered |= h.is_available() && !was.is_available();
+            if was == h {
+                continue;
             }
+            let subject = crate::model::Subject::Runtime(kind);
+            self.changing(&subject);
+            write(&self.health).insert(kind, h.clone());
+            let (available, text) = match h {
+                Health::Available { detail } => (true, format!("available: {detail}")),
+                Health::Unavailable { reason } => (false, format!("unavailable: {reason}")),
+            };
+            self.changed(
+                subject,
+                vec![crate::model::Happening::Runtime { available, text }],
+            );
         }
         recovered
     }

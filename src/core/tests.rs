@@ -955,12 +955,39 @@ async fn events_tell_every_change_in_order() {
     use crate::model::{Happening, RuntimeKind};
     let r = rig();
     r.core.probe_health().await;
-    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let h = heard.clone();
-    assert!(r.core.set_observer(Box::new(move |e| {
-        h.lock().unwrap().push(e.what.clone());
-    })));
-    assert!(!r.core.set_observer(Box::new(|_| {})), "a second observer");
+    /// Notes what it hears, and checks every change is announced first.
+    #[derive(Default)]
+    struct Ear {
+        heard: std::sync::Mutex<Vec<Happening>>,
+        open: std::sync::atomic::AtomicI32,
+    }
+    impl super::Observer for Ear {
+        fn changing(&self, _: &crate::model::Subject) {
+            self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn changed(&self, s: &crate::model::Subject, what: &[Happening]) {
+            if !matches!(what, [Happening::Created]) {
+                let before = self.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(before > 0, "{s:?} {what:?} changed without changing");
+            }
+            self.heard.lock().unwrap().extend(what.iter().cloned());
+        }
+    }
+    let ear = Arc::new(Ear::default());
+    struct Shared(Arc<Ear>);
+    impl super::Observer for Shared {
+        fn changing(&self, s: &crate::model::Subject) {
+            self.0.changing(s)
+        }
+        fn changed(&self, s: &crate::model::Subject, what: &[Happening]) {
+            self.0.changed(s, what)
+        }
+    }
+    assert!(r.core.set_observer(Box::new(Shared(ear.clone()))));
+    assert!(
+        !r.core.set_observer(Box::new(Shared(ear.clone()))),
+        "a second observer"
+    );
     let mut sub = r.core.subscribe();
     let m = r.machine("vm").await;
     r.core.act(&m, Action::Start).await.unwrap();
@@ -998,15 +1025,15 @@ async fn events_tell_every_change_in_order() {
         ]
     );
     // The observer heard the same, plus an update per commit.
+    let heard = ear.heard.lock().unwrap().clone();
     let observed: Vec<_> = heard
-        .lock()
-        .unwrap()
         .iter()
         .filter(|w| **w != Happening::Updated)
         .cloned()
         .collect();
     assert_eq!(observed, got);
-    assert!(heard.lock().unwrap().contains(&Happening::Updated));
+    assert!(heard.contains(&Happening::Updated));
+    assert_eq!(ear.open.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 /// A subscriber that does not read loses the oldest events, never blocks
