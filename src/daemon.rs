@@ -328,7 +328,12 @@ pub fn mount(
     // Lookups and reads are answered from memory on these threads; anything
     // that waits on a runtime is handed to tokio.
     config.n_threads = Some(4);
-    fuser::spawn_mount(fs, mount_point, &config)
+    let link = fs.cache_link();
+    let session = fuser::Session::new(fs, mount_point, &config)?;
+    // Before the first request is served: once the kernel may cache, it
+    // must hear of every change.
+    link.connect(session.notifier());
+    session.spawn()
 }
 
 /// One daemon per state directory: the lock is held for the process's life

@@ -28,6 +28,15 @@ pub trait Observer: Send + Sync {
     fn changed(&self, subject: &Subject, what: &[Happening]);
 }
 
+impl<T: Observer + ?Sized> Observer for Arc<T> {
+    fn changing(&self, subject: &Subject) {
+        (**self).changing(subject)
+    }
+    fn changed(&self, subject: &Subject, what: &[Happening]) {
+        (**self).changed(subject, what)
+    }
+}
+
 pub(super) struct Events {
     tx: broadcast::Sender<Arc<Event>>,
     observer: OnceLock<Box<dyn Observer>>,

@@ -39,20 +39,31 @@ pub(super) fn ms_to_time(ms: i64) -> SystemTime {
 }
 
 impl MachineFs {
-    pub(super) fn ttl(node: Node) -> Duration {
+    /// How long the kernel may keep a node's name and attributes.
+    pub(super) fn ttl(&self, node: Node) -> Duration {
         match node {
             Node::StatusLink(_) | Node::RuntimeLink(_) => TTL_LIVE,
             Node::File(_, FileKind::Logs | FileKind::Ctl | FileKind::Exec | FileKind::ExecNew) => {
                 TTL_LIVE
             }
+            Node::File(_, FileKind::Events) | Node::Events => TTL_LIVE,
             Node::SessionsDir(_) | Node::Session(..) | Node::SessionFile(..) => TTL_LIVE,
-            _ => TTL_STABLE,
+            Node::File(_, FileKind::Info) => TTL_STABLE,
+            // Fixed for the mount's life.
+            Node::Root
+            | Node::Readme
+            | Node::MachinesDir
+            | Node::ByStatusDir
+            | Node::ByRuntimeDir
+            | Node::RuntimesDir
+            | Node::StatusDir(_)
+            | Node::RuntimeLinksDir(_)
+            | Node::RuntimeDir(_) => super::cache::TTL_CACHED,
+            // Cached, and invalidated whenever they change.
+            Node::Machine(_) | Node::File(..) | Node::RuntimeStatus(_) => {
+                self.cache.ttl(node, TTL_STABLE)
+            }
         }
-    }
-
-    /// The entry TTL of a machine directory made by `mkdir`.
-    pub(super) fn ttl_new_dir() -> Duration {
-        TTL_STABLE
     }
 
     /// The inode number to hand out for `node` at a lookup by process `pid`.
@@ -116,6 +127,8 @@ impl MachineFs {
                 content::README.len() as u64,
                 self.mounted_at,
             ),
+            // A stream: its size is whatever a read finds.
+            Node::Events => (FileType::RegularFile, 0o444, 0, self.mounted_at),
             Node::RuntimeStatus(k) => {
                 let len = content::runtime_status(&self.core.health(k)).len() as u64;
                 (FileType::RegularFile, 0o444, len, self.mounted_at)
@@ -153,7 +166,7 @@ impl MachineFs {
                 let m = self.machine(seq)?;
                 let size = match kind {
                     FileKind::Logs => m.log().len(),
-                    FileKind::Info => 0,
+                    FileKind::Info | FileKind::Events => 0,
                     other => content::file_len(&self.core, &m, other),
                 };
                 (

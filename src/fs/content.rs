@@ -19,10 +19,13 @@ hyperfleet: every machine is a directory.
   cat machines/NAME/ctl                   the commands ctl accepts for this machine's runtime
   echo 'wait running 30' > machines/NAME/ctl   block until that status (ETIMEDOUT otherwise)
   echo stop > machines/NAME/ctl; rmdir machines/NAME
+  cat events                              every change as it happens, one line each; a
+                                          machine's own: machines/NAME/events (not listed)
 
 Each machine directory:
   id config status ctl exec exec.stderr exec.exit info logs error
   error holds the last failure of an operation on the machine, empty when none.
+  poll()/select() on status or error wakes (POLLPRI|POLLERR) when it changes.
 
 Filters:
   ls by-status/running    ls by-runtime/docker    cat runtimes/docker/status
@@ -68,7 +71,7 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
             .into_bytes(),
         // Its content is the session it makes, rendered at open.
         FileKind::ExecNew => Vec::new(),
-        FileKind::Info | FileKind::Logs => Vec::new(),
+        FileKind::Info | FileKind::Logs | FileKind::Events => Vec::new(),
     }
 }
 

@@ -23,6 +23,9 @@ pub(super) struct OpenFile {
     pub applied: bool,
     /// The exec session this handle keeps alive, if any.
     pub held: Option<super::session::Held>,
+    /// Opened through the page cache: reads render the file afresh, and
+    /// `content` is only what `poll` last reported.
+    pub cached: bool,
 }
 
 impl OpenFile {
@@ -34,6 +37,7 @@ impl OpenFile {
             pending: Vec::new(),
             applied: false,
             held: None,
+            cached: false,
         }
     }
 
@@ -49,6 +53,7 @@ pub(super) type DirEntries = Vec<(u64, FileType, String)>;
 pub(super) enum Handle {
     File(Mutex<OpenFile>),
     Dir(DirEntries),
+    Events(Arc<super::events::EventsFile>),
 }
 
 impl Handle {

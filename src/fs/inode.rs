@@ -19,10 +19,11 @@ pub enum FileKind {
     Error,
     Errors,
     ExecNew,
+    Events,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 12] = [
+    pub const ALL: [FileKind; 13] = [
         FileKind::Id,
         FileKind::Config,
         FileKind::Status,
@@ -35,6 +36,7 @@ impl FileKind {
         FileKind::Error,
         FileKind::Errors,
         FileKind::ExecNew,
+        FileKind::Events,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +53,7 @@ impl FileKind {
             FileKind::Error => "error",
             FileKind::Errors => "errors",
             FileKind::ExecNew => "exec.new",
+            FileKind::Events => "events",
         }
     }
 
@@ -68,12 +71,33 @@ impl FileKind {
             // Opening it makes a session, which runs commands: the owner's.
             FileKind::ExecNew => 0o400,
             FileKind::Ctl => 0o644,
-            FileKind::Id | FileKind::Status | FileKind::Error | FileKind::Errors => 0o444,
+            FileKind::Id
+            | FileKind::Status
+            | FileKind::Error
+            | FileKind::Errors
+            | FileKind::Events => 0o444,
         }
     }
 
     pub fn writable(self) -> bool {
         matches!(self, FileKind::Config | FileKind::Ctl | FileKind::Exec)
+    }
+
+    /// Small files the kernel serves from its page cache: they change only
+    /// with the machine's record (or its last exec), and every such change
+    /// invalidates them (see `cache`).
+    pub const CACHED: [FileKind; 7] = [
+        FileKind::Id,
+        FileKind::Config,
+        FileKind::Status,
+        FileKind::ExecStderr,
+        FileKind::ExecExit,
+        FileKind::Error,
+        FileKind::Errors,
+    ];
+
+    pub fn cached(self) -> bool {
+        FileKind::CACHED.contains(&self)
     }
 
     fn slot(self) -> u64 {
@@ -138,6 +162,8 @@ impl SessionFile {
 pub enum Node {
     Root,
     Readme,
+    /// The fleet's `events`.
+    Events,
     MachinesDir,
     ByStatusDir,
     ByRuntimeDir,
@@ -187,6 +213,7 @@ impl Node {
             Node::ByStatusDir => 4,
             Node::ByRuntimeDir => 5,
             Node::RuntimesDir => 6,
+            Node::Events => 7,
             Node::StatusDir(s) => STATUS_DIRS + status_index(s),
             Node::RuntimeLinksDir(k) => RUNTIME_LINK_DIRS + runtime_index(k),
             Node::RuntimeDir(k) => RUNTIME_DIRS + runtime_index(k),
@@ -228,6 +255,7 @@ impl Node {
             4 => Node::ByStatusDir,
             5 => Node::ByRuntimeDir,
             6 => Node::RuntimesDir,
+            7 => Node::Events,
             _ if ino >= MACHINES => {
                 let seq = (ino - MACHINES) / SLOTS;
                 match (ino - MACHINES) % SLOTS {
@@ -268,6 +296,7 @@ mod tests {
             Node::ByStatusDir,
             Node::ByRuntimeDir,
             Node::RuntimesDir,
+            Node::Events,
         ];
         nodes.extend(Status::ALL.map(Node::StatusDir));
         for k in RuntimeKind::ALL {
@@ -296,6 +325,6 @@ mod tests {
             assert_eq!(Node::from_ino(n.ino()), Some(n));
         }
         assert_eq!(Node::from_ino(0), None);
-        assert_eq!(Node::from_ino(7), None);
+        assert_eq!(Node::from_ino(8), None);
     }
 }

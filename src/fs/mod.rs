@@ -9,10 +9,13 @@
 //! `content` (what files say), `inode` (node numbering).
 
 mod attr;
+mod cache;
 mod content;
+mod events;
 mod handles;
 pub mod inode;
 mod mkdir;
+mod poll;
 mod session;
 mod tree;
 mod write;
@@ -55,6 +58,8 @@ pub struct MachineFs {
     nonces: std::sync::Mutex<std::collections::HashMap<(u32, u64), (u64, std::time::Instant)>>,
     /// Machines just made by `mkdir`, and by which process.
     made: Arc<mkdir::RecentMkdirs>,
+    /// What the kernel caches, and who polls for changes.
+    cache: Arc<cache::Coherence>,
     uid: u32,
     gid: u32,
     mounted_at: SystemTime,
@@ -64,6 +69,19 @@ impl MachineFs {
     pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle) -> MachineFs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let cache = Arc::new(cache::Coherence::default());
+        if !core.set_observer(Box::new(cache.clone())) {
+            tracing::warn!("the core already has an observer: the kernel will cache nothing");
+        }
+        // Readers of `events` poll for any event at all.
+        let mut sub = core.subscribe();
+        let waker = Arc::downgrade(&cache);
+        rt.spawn(async move {
+            while sub.next().await.is_some() {
+                let Some(c) = waker.upgrade() else { return };
+                c.wake(cache::Key::Fleet);
+            }
+        });
         MachineFs {
             core,
             rt,
@@ -71,10 +89,17 @@ impl MachineFs {
             nonce: AtomicU64::new(0),
             nonces: Default::default(),
             made: Arc::default(),
+            cache,
             uid,
             gid,
             mounted_at: SystemTime::now(),
         }
+    }
+
+    /// What connects the kernel's caches to this filesystem's changes, to
+    /// be handed the session's notifier once the session exists.
+    pub fn cache_link(&self) -> CacheLink {
+        CacheLink(self.cache.clone())
     }
 
     fn machine(&self, seq: u64) -> Result<Arc<Machine>, Errno> {
@@ -92,6 +117,16 @@ impl MachineFs {
     }
 }
 
+/// See [`MachineFs::cache_link`].
+pub struct CacheLink(Arc<cache::Coherence>);
+
+impl CacheLink {
+    /// From now on, the kernel's caches are told of every change.
+    pub fn connect(&self, notifier: fuser::Notifier) {
+        self.0.connect(notifier)
+    }
+}
+
 fn utf8(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::ENOENT)
 }
@@ -100,6 +135,11 @@ impl Filesystem for MachineFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Lookups and listings in machines/ need not queue behind each other.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // `ls -l` gets names and attributes in one go.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // FUSE_NO_OPEN_SUPPORT is not asked for: it would stop every open
+        // for the whole mount, and `exec`, `config`, `info`, `exec.new` and
+        // the sessions all need theirs.
         Ok(())
     }
 
@@ -112,7 +152,7 @@ impl Filesystem for MachineFs {
         // `info`'s size is that of its content, which asks the runtime: the
         // answer comes from a task.
         if let Ok((node @ Node::File(seq, FileKind::Info), attr)) = res {
-            let ttl = Self::ttl(node);
+            let ttl = self.ttl(node);
             return self.with_info_size(seq, attr, move |a| match a {
                 Ok(a) => reply.entry(&ttl, &a, Generation(0)),
                 Err(e) => reply.error(e),
@@ -120,7 +160,7 @@ impl Filesystem for MachineFs {
         }
         match res {
             Ok((node, attr)) => {
-                let ttl = Self::ttl(node);
+                let ttl = self.ttl(node);
                 reply.entry(&ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
@@ -132,14 +172,14 @@ impl Filesystem for MachineFs {
             .ok_or(Errno::ENOENT)
             .and_then(|n| self.attr(n, ino.0).map(|a| (n, a)));
         if let Ok((node @ Node::File(seq, FileKind::Info), attr)) = res {
-            let ttl = Self::ttl(node);
+            let ttl = self.ttl(node);
             return self.with_info_size(seq, attr, move |a| match a {
                 Ok(a) => reply.attr(&ttl, &a),
                 Err(e) => reply.error(e),
             });
         }
         match res {
-            Ok((node, attr)) => reply.attr(&Self::ttl(node), &attr),
+            Ok((node, attr)) => reply.attr(&self.ttl(node), &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -177,7 +217,7 @@ impl Filesystem for MachineFs {
             _ => return reply.error(Errno::EPERM),
         }
         match self.attr(node, ino.0) {
-            Ok(attr) => reply.attr(&Self::ttl(node), &attr),
+            Ok(attr) => reply.attr(&self.ttl(node), &attr),
             Err(e) => reply.error(e),
         }
     }
@@ -220,7 +260,7 @@ impl Filesystem for MachineFs {
                 Ok(m) => {
                     made.note(m.seq(), pid);
                     let attr = attr::new_machine_dir(&m, uid, gid);
-                    reply.entry(&Self::ttl_new_dir(), &attr, Generation(0))
+                    reply.entry(&cache::TTL_CACHED, &attr, Generation(0))
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -326,7 +366,15 @@ impl Filesystem for MachineFs {
         match node {
             Node::File(seq, FileKind::ExecNew) => return self.open_exec_new(seq, fopen, reply),
             Node::SessionFile(..) => return self.open_session_file(node, fopen, reply),
+            Node::Events => return self.open_events(None, fopen, reply),
+            Node::File(seq, FileKind::Events) => return self.open_events(Some(seq), fopen, reply),
             _ => {}
+        }
+        // Read through the kernel's page cache, which `cache` keeps true.
+        // Writers of config go straight to us: each write is a command.
+        let cached = !writing && cache::Key::of_node(node).is_some() || node == Node::Readme;
+        if cached {
+            fopen = FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH;
         }
         if let Node::File(seq, FileKind::Info) = node {
             let m = match self.machine(seq) {
@@ -359,7 +407,9 @@ impl Filesystem for MachineFs {
                 Err(e) => return reply.error(e),
             },
         };
-        let fh = self.handles.add(Handle::file(node, content));
+        let mut file = handles::OpenFile::new(node, content);
+        file.cached = cached;
+        let fh = self.handles.add(Handle::File(std::sync::Mutex::new(file)));
         reply.opened(fh, fopen)
     }
 
@@ -370,7 +420,7 @@ impl Filesystem for MachineFs {
         fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
@@ -378,10 +428,28 @@ impl Filesystem for MachineFs {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
-        let Handle::File(f) = &*h else {
-            return reply.error(Errno::EISDIR);
+        let f = match &*h {
+            Handle::File(f) => f,
+            Handle::Events(e) => {
+                let nonblocking = flags.0 & libc::O_NONBLOCK != 0;
+                return self.read_events(e.clone(), size, nonblocking, reply);
+            }
+            Handle::Dir(_) => return reply.error(Errno::EISDIR),
         };
         let f = lock(f);
+        if f.cached {
+            // What lands in the page cache is shared by every reader, so it
+            // is what the file says now, not what it said at this open.
+            let node = f.node;
+            drop(f);
+            let content = match self.open_static(node) {
+                Ok(c) => c,
+                Err(e) => return reply.error(e),
+            };
+            let start = (offset as usize).min(content.len());
+            let end = start.saturating_add(size as usize).min(content.len());
+            return reply.data(&content[start..end]);
+        }
         if let Node::SessionFile(_, _, file) = f.node {
             let held = f.held.clone();
             drop(f);
@@ -425,6 +493,7 @@ impl Filesystem for MachineFs {
         let node = match &*h {
             Handle::File(f) => lock(f).node,
             Handle::Dir(_) => return reply.error(Errno::EISDIR),
+            Handle::Events(_) => return reply.error(Errno::EACCES),
         };
         if let Node::SessionFile(_, _, file) = node {
             return self.write_session(file, session::held_of(&h), data, reply);
@@ -497,6 +566,9 @@ impl Filesystem for MachineFs {
     ) {
         if let Ok(h) = self.handles.get(fh) {
             self.release_held(&h);
+            if let Handle::Events(e) = &*h {
+                e.close();
+            }
         }
         self.handles.remove(fh);
         reply.ok();
@@ -535,6 +607,53 @@ impl Filesystem for MachineFs {
             }
         }
         reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let h = match self.handles.get(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(entries) = &*h else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        for (i, (ino, _, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let Some(node) = Node::from_ino(*ino) else {
+                continue;
+            };
+            // An entry that went away since the listing was taken is left out.
+            let Ok(attr) = self.attr(node, *ino) else {
+                continue;
+            };
+            let ttl = self.ttl(node);
+            if reply.add(INodeNo(*ino), (i + 1) as u64, name, &ttl, &attr, Generation(0)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        match self.handles.get(fh) {
+            Ok(h) => self.poll_handle(&h, ph, flags, reply),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn releasedir(

@@ -177,6 +177,6 @@ impl MachineFs {
 pub(super) fn held_of(h: &Handle) -> Option<Held> {
     match h {
         Handle::File(f) => lock(f).held.clone(),
-        Handle::Dir(_) => None,
+        Handle::Dir(_) | Handle::Events(_) => None,
     }
 }

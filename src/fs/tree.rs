@@ -26,6 +26,7 @@ impl MachineFs {
         let found = match parent {
             Node::Root => match name {
                 "README" => Node::Readme,
+                "events" => Node::Events,
                 "machines" => Node::MachinesDir,
                 "by-status" => Node::ByStatusDir,
                 "by-runtime" => Node::ByRuntimeDir,
@@ -88,6 +89,7 @@ impl MachineFs {
         match dir {
             Node::Root => {
                 push(Node::Readme, FileType::RegularFile, "README");
+                push(Node::Events, FileType::RegularFile, "events");
                 push(Node::MachinesDir, d, "machines");
                 push(Node::ByStatusDir, d, "by-status");
                 push(Node::ByRuntimeDir, d, "by-runtime");
@@ -100,7 +102,10 @@ impl MachineFs {
             }
             Node::Machine(seq) => {
                 self.machine(seq)?;
-                for k in FileKind::ALL {
+                // `events` answers a lookup but is not listed: it never ends,
+                // and `cp -r`, `grep -r` and `rsync` of a machine directory
+                // read every file they list to its end.
+                for k in FileKind::ALL.into_iter().filter(|k| *k != FileKind::Events) {
                     push(Node::File(seq, k), FileType::RegularFile, k.name());
                 }
                 push(Node::SessionsDir(seq), d, "sessions");
