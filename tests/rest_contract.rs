@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::rest::{curl, rest_daemon, rest_daemon_with_env, Client, Resp};
+use common::rest::{curl, rest_daemon, rest_daemon_with_env, Client, Resp, Streamed};
 use common::{require_docker, Daemon};
 
 /// Leaves promptly on SIGTERM, so stops cost no grace period.
@@ -468,6 +468,11 @@ fn every_documented_route_answers_under_both_prefixes() {
         assert!(page.text.contains("/machines/{id}/logs"));
         let body = json!({"name": w, "image": common::image(), "cmd": idle_cmd()}).to_string();
         call("createMachine", "POST", "/machines", Some(&body), 201);
+        // Streams of this machine's events, which end with it.
+        let addr = api.trim_start_matches("http://");
+        let events = Streamed::get(addr, &format!("{prefix}/events?machine={w}"), &[]);
+        let machine_events = Streamed::get(addr, &format!("{prefix}{}", m("/events")), &[]);
+        assert_eq!((events.status, machine_events.status), (200, 200));
         assert!(names(&call("listMachines", "GET", "/machines", None, 200)).contains(&w));
         assert_eq!(
             call("getMachine", "GET", &m(""), None, 200).json["name"],
@@ -547,6 +552,13 @@ fn every_documented_route_answers_under_both_prefixes() {
         );
         assert_eq!(down.json["status"], "stopped");
         call("deleteMachine", "DELETE", &m(""), None, 204);
+        for (op, stream) in [("events", events), ("machineEvents", machine_events)] {
+            let mut stream = stream;
+            let text = stream.rest();
+            let last = text.lines().last().unwrap_or_default();
+            assert!(last.contains(r#""type":"deleted""#), "{op}: {text}");
+            covered.insert(op.to_owned());
+        }
         assert_eq!(
             covered, documented,
             "routes the test did not call, under {prefix:?}"

@@ -55,6 +55,30 @@ pub enum Happening {
     Updated,
 }
 
+impl Happening {
+    /// The kinds readers are told of, as `type` names them in JSON (and
+    /// `event:` in Server-Sent Events); what `GET /events?type=` takes.
+    pub const KINDS: [&'static str; 8] = [
+        "created", "status", "error", "config", "exec", "deleted", "runtime", "dropped",
+    ];
+
+    /// Its kind: one of [`Happening::KINDS`], or `updated`, which readers
+    /// never see.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Happening::Created => "created",
+            Happening::Status { .. } => "status",
+            Happening::Error(_) => "error",
+            Happening::Config { .. } => "config",
+            Happening::Exec { .. } => "exec",
+            Happening::Deleted { .. } => "deleted",
+            Happening::Runtime { .. } => "runtime",
+            Happening::Dropped(_) => "dropped",
+            Happening::Updated => "updated",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// When it happened, in Unix milliseconds.
@@ -234,6 +258,41 @@ mod tests {
         assert_eq!(v["type"], "exec");
         assert_eq!(v["exit_code"], 3);
         assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn kinds_are_the_json_types() {
+        let every = [
+            Happening::Created,
+            Happening::Status {
+                from: Status::Pending,
+                to: Status::Starting,
+            },
+            Happening::Error("x".into()),
+            Happening::Config {
+                from: RuntimeKind::Docker,
+                to: RuntimeKind::Docker,
+            },
+            Happening::Exec {
+                exit_code: 0,
+                timed_out: false,
+            },
+            Happening::Deleted {
+                status: Status::Stopped,
+                runtime: RuntimeKind::Docker,
+            },
+            Happening::Runtime {
+                available: true,
+                text: "x".into(),
+            },
+            Happening::Dropped(1),
+        ];
+        let kinds: Vec<&str> = every.iter().map(Happening::kind).collect();
+        assert_eq!(kinds, Happening::KINDS);
+        for what in every {
+            assert_eq!(at(what.clone()).json()["type"], what.kind());
+        }
+        assert_eq!(at(Happening::Updated).json()["type"], "updated");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! bearer token; its digest is compared in constant time. Unsalted SHA-256
 //! is enough because keys are random, not chosen: there is no dictionary.
 //!
-//! Scopes: `machines:read` (GET routes, `wait`, `logs`), `machines:write`
+//! Scopes: `machines:read` (GET routes, `wait`, `logs`, `events`), `machines:write`
 //! (everything that changes something, and `exec`). A key made without
 //! `--scope` has both.
 //!

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
+use hyper::header::ACCEPT;
 use hyper::{Request, StatusCode};
 use serde_json::Value;
 
 use super::machine::{render_one, ExecResult, HealthJson, RuntimeHealth};
 use super::reply::{empty, full, json, json_bytes, read_body, with_type, Problem, Reply};
 use super::routes::{Args, Op, Route};
-use super::{logs, Api};
+use super::{events, logs, Api};
 use crate::core::Machine;
 use crate::error::Error;
 use crate::model::action::{DEFAULT_SHUTDOWN_GRACE, DEFAULT_WAIT_TIMEOUT};
@@ -135,6 +136,18 @@ pub async fn run(
         Op::Logs => {
             let m = machine()?;
             logs::reply(m, args.lines("tail"), args.flag("follow")).await
+        }
+        Op::Events => {
+            // Before the machine is looked up: its deletion cannot fall
+            // between the two, so a stream of one machine always ends.
+            let sub = core.subscribe();
+            let key = id.as_deref().or(args.text("machine"));
+            let filter = events::Filter {
+                machine: key.map(|k| core.find(k)).transpose()?,
+                types: args.event_types("type").map(<[_]>::to_vec),
+            };
+            let framing = events::Framing::of(req.headers().get(ACCEPT));
+            Ok(events::reply(sub, filter, framing))
         }
     }
 }

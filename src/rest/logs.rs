@@ -4,16 +4,13 @@
 //! machine stops, fails, is deleted or begins another run) or the client
 //! goes. The file is what `cat logs` shows; nothing here waits on a runtime.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use hyper::StatusCode;
 
-use super::reply::{full, with_type, Problem, Reply};
+use super::reply::{full, streamed, with_type, Problem, Reply};
 use crate::core::{Machine, LOG_CAP};
 use crate::error::Error;
 use crate::model::Status;
@@ -42,11 +39,9 @@ pub async fn reply(m: Arc<Machine>, tail: Option<usize>, follow: bool) -> Reply 
         first: Some(Bytes::from(first)),
         m,
     };
-    let stream = futures_util::stream::unfold(follower, Follower::next);
-    Ok(with_type(
-        StatusCode::OK,
+    Ok(streamed(
         TEXT,
-        StreamBody::new(stream).boxed_unsync(),
+        futures_util::stream::unfold(follower, Follower::next),
     ))
 }
 
@@ -59,9 +54,9 @@ struct Follower {
 }
 
 impl Follower {
-    async fn next(mut self) -> Option<(Result<Frame<Bytes>, Infallible>, Follower)> {
+    async fn next(mut self) -> Option<(Bytes, Follower)> {
         if let Some(first) = self.first.take().filter(|b| !b.is_empty()) {
-            return Some((Ok(Frame::data(first)), self));
+            return Some((first, self));
         }
         loop {
             // Looked at before reading, so output written just before the
@@ -84,7 +79,7 @@ impl Follower {
             };
             if !chunk.is_empty() {
                 self.offset = from + chunk.len() as u64;
-                return Some((Ok(Frame::data(Bytes::from(chunk))), self));
+                return Some((Bytes::from(chunk), self));
             }
             if over {
                 tracing::debug!(machine = %self.m.name(), "rest: log follow ended with the run");

@@ -386,6 +386,69 @@ pub struct RuntimeHealth {
     pub reason: Option<String>,
 }
 
+/// What kind of change an event tells of.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum EventType {
+    #[schema(rename = "created")]
+    Created,
+    #[schema(rename = "status")]
+    Status,
+    #[schema(rename = "error")]
+    Error,
+    #[schema(rename = "config")]
+    Config,
+    #[schema(rename = "exec")]
+    Exec,
+    #[schema(rename = "deleted")]
+    Deleted,
+    #[schema(rename = "runtime")]
+    Runtime,
+    #[schema(rename = "dropped")]
+    Dropped,
+}
+
+/// One change (`GET /events`, one a line). `type` says which; the other
+/// fields are those of its type. Events of a machine name it (`machine`,
+/// `id`); `runtime` events name their runtime; a `dropped` marker, sent
+/// to a reader that fell behind in place of what it lost, names nothing.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub struct EventJson {
+    #[serde(rename = "type")]
+    kind: EventType,
+    /// ISO-8601, UTC, milliseconds.
+    time: String,
+    /// The machine's name.
+    machine: Option<String>,
+    /// The machine's id.
+    id: Option<String>,
+    /// `status`: the status before...
+    from: Option<StatusName>,
+    /// ...and after.
+    to: Option<StatusName>,
+    /// `error`: the failure, one line, as the machine's `error` has it.
+    message: Option<String>,
+    /// `config`: the runtime before the change (`runtime` is after).
+    runtime_from: Option<RuntimeType>,
+    /// `config`: the runtime after the change; `deleted`: the machine's
+    /// runtime; `runtime`: the runtime the event is about.
+    runtime: Option<RuntimeType>,
+    /// `exec`: the command's exit code...
+    exit_code: Option<i64>,
+    /// ...and whether it was killed at its timeout.
+    timed_out: Option<bool>,
+    /// `deleted`: the status the machine had.
+    status: Option<StatusName>,
+    /// `runtime`: whether it can be used now...
+    available: Option<bool>,
+    /// ...and what it says of itself, or why not.
+    detail: Option<String>,
+    /// `dropped`: how many events this reader lost.
+    count: Option<u64>,
+}
+
 /// Every error: a stable code and the whole chain of causes.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
@@ -495,6 +558,10 @@ mod tests {
         assert_eq!(
             names(<RuntimeType as utoipa::PartialSchema>::schema()),
             serde_json::json!(kinds)
+        );
+        assert_eq!(
+            names(<EventType as utoipa::PartialSchema>::schema()),
+            serde_json::json!(crate::model::Happening::KINDS)
         );
     }
 }

@@ -11,14 +11,17 @@
 //! machine.rs   the machine JSON (the original's fields, then ours) and the
 //!              other reply and body types, which also give the OpenAPI schemas
 //! logs.rs      log tails and follows
+//! events.rs    change events, streamed as lines of JSON or Server-Sent Events
 //! auth.rs      API keys: minting, digests, scopes, rate limiting of failures
 //! paths.rs     --allow-host-paths
 //! openapi.rs   the OpenAPI 3.1 document from the route table; /swagger
-//! reply.rs     replies, errors, bodies with their limits, query strings
+//! reply.rs     replies (streamed ones too), errors, bodies with their limits,
+//!              query strings
 //! server.rs    listeners (TCP, Unix socket), connections, timeouts
 //! ```
 
 pub mod auth;
+mod events;
 mod handlers;
 mod logs;
 pub mod machine;

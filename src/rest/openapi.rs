@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 use utoipa::openapi::path::{
-    HttpMethod as DocMethod, OperationBuilder, ParameterBuilder, ParameterIn,
+    HttpMethod as DocMethod, OperationBuilder, ParameterBuilder, ParameterIn, ParameterStyle,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
@@ -21,10 +21,11 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use super::machine::{
-    CreateMachine, ErrorJson, ExecBody, ExecResult, HealthJson, MachineConfig, MachineJson,
+    CreateMachine, ErrorJson, EventJson, ExecBody, ExecResult, HealthJson, MachineConfig,
+    MachineJson,
 };
 use super::reply::html_escape;
-use super::routes::{Access, HttpMethod, In, Kind, Out, Route, API_PREFIX, ROUTES};
+use super::routes::{Access, HttpMethod, In, Kind, Op, Out, Route, API_PREFIX, ROUTES};
 
 const BEARER: &str = "bearer";
 
@@ -52,6 +53,7 @@ pub fn document() -> OpenApi {
     add::<ExecBody>(&mut schemas);
     add::<ExecResult<'static>>(&mut schemas);
     add::<HealthJson>(&mut schemas);
+    add::<EventJson>(&mut schemas);
     add::<ErrorJson<'static>>(&mut schemas);
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas)
@@ -108,7 +110,9 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
     let mut op = OperationBuilder::new()
         .operation_id(Some(r.name))
         .summary(Some(r.summary))
-        .tag(if r.path.starts_with("/machines") {
+        .tag(if r.op == Op::Events {
+            "events"
+        } else if r.path.starts_with("/machines") {
             "machines"
         } else {
             "meta"
@@ -136,20 +140,27 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
                 .minimum(Some(0))
                 .into(),
             Kind::Flag => bool::schema(),
-            Kind::WaitTarget => String::schema(),
+            Kind::WaitTarget | Kind::Machine => String::schema(),
+            Kind::EventTypes => ArrayBuilder::new()
+                .items(reference("EventType"))
+                .min_items(Some(1))
+                .into(),
         };
-        op = op.parameter(
-            ParameterBuilder::new()
-                .name(p.name)
-                .parameter_in(ParameterIn::Query)
-                .required(if p.required {
-                    Required::True
-                } else {
-                    Required::False
-                })
-                .description(Some(p.about))
-                .schema(Some(schema)),
-        );
+        let mut param = ParameterBuilder::new()
+            .name(p.name)
+            .parameter_in(ParameterIn::Query)
+            .required(if p.required {
+                Required::True
+            } else {
+                Required::False
+            })
+            .description(Some(p.about))
+            .schema(Some(schema));
+        if p.kind == Kind::EventTypes {
+            // `type=status,error`
+            param = param.style(Some(ParameterStyle::Form)).explode(Some(false));
+        }
+        op = op.parameter(param);
     }
     if let Some(input) = r.input {
         let name = match input {
@@ -181,6 +192,9 @@ fn operation(r: &Route) -> utoipa::openapi::path::Operation {
             json_content(ObjectBuilder::new().schema_type(Type::Object).into()),
         ),
         Out::Logs => ok.content("text/plain", json_content(String::schema())),
+        Out::Events => ok
+            .content("application/x-ndjson", json_content(reference("Event")))
+            .content("text/event-stream", json_content(String::schema())),
         Out::Page => ok.content("text/html", json_content(String::schema())),
         Out::Nothing => ok,
     };
@@ -210,6 +224,11 @@ fn success(r: &Route) -> &'static str {
         Out::Exec => "the command finished",
         Out::Health => "the daemon answers",
         Out::Logs => "the log (streamed with follow=true)",
+        Out::Events => {
+            "streamed, chunked, until the client goes: one Event a line, or with \
+             Accept: text/event-stream, `event: TYPE` and `data: EVENT` then a blank line, \
+             and a `: keep-alive` comment after 15 s of silence"
+        }
         Out::OpenApi => "this document",
         Out::Page => "this document, to read",
         Out::Nothing => "done",
@@ -612,6 +631,69 @@ mod tests {
         ] {
             assert!(fields.contains(original), "{original}");
         }
+    }
+
+    /// The documented event fields are exactly those events are sent with.
+    #[test]
+    fn the_event_schema_names_the_fields_events_have() {
+        use crate::model::{Event, Happening, MachineName, RuntimeKind, Status, Subject};
+        let d = doc();
+        let documented: BTreeSet<String> = d["components"]["schemas"]["Event"]["properties"]
+            .as_object()
+            .expect("Event")
+            .keys()
+            .cloned()
+            .collect();
+        let machine = Subject::Machine {
+            seq: 1,
+            id: "x".into(),
+            name: MachineName::parse(b"w").unwrap(),
+        };
+        let mut sent = BTreeSet::new();
+        for (subject, what) in [
+            (machine.clone(), Happening::Created),
+            (
+                machine.clone(),
+                Happening::Status {
+                    from: Status::Pending,
+                    to: Status::Starting,
+                },
+            ),
+            (machine.clone(), Happening::Error("e".into())),
+            (
+                machine.clone(),
+                Happening::Config {
+                    from: RuntimeKind::Docker,
+                    to: RuntimeKind::Firecracker,
+                },
+            ),
+            (
+                machine.clone(),
+                Happening::Exec {
+                    exit_code: 0,
+                    timed_out: false,
+                },
+            ),
+            (
+                machine,
+                Happening::Deleted {
+                    status: Status::Stopped,
+                    runtime: RuntimeKind::Docker,
+                },
+            ),
+            (
+                Subject::Runtime(RuntimeKind::Docker),
+                Happening::Runtime {
+                    available: true,
+                    text: "t".into(),
+                },
+            ),
+            (Subject::Stream, Happening::Dropped(2)),
+        ] {
+            let v = Event::new(subject, what).json();
+            sent.extend(v.as_object().unwrap().keys().cloned());
+        }
+        assert_eq!(documented, sent);
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
@@ -82,6 +83,26 @@ pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> 
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A 200 whose body is `chunks`, each written (chunked) and flushed as it
+/// comes. The server polls the stream only as fast as the client reads,
+/// and drops it, with whatever it holds, when the client goes or the
+/// stream ends: nothing of a streamed reply outlives its connection.
+pub fn streamed<S>(content_type: &'static str, chunks: S) -> Response<Body>
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let frames = chunks.map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut resp = with_type(
+        StatusCode::OK,
+        content_type,
+        StreamBody::new(frames).boxed_unsync(),
+    );
+    // Nothing in between may keep it back or answer from a cache.
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 

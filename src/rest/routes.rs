@@ -14,7 +14,7 @@ use super::auth::Scope;
 use super::reply::{percent_decode, query_pairs, Problem};
 use crate::error::Error;
 use crate::model::action::{seconds, wait_target};
-use crate::model::{RuntimeKind, Status, Verb, WaitTarget};
+use crate::model::{Happening, RuntimeKind, Status, Verb, WaitTarget};
 
 /// The prefix the original moved its routes under; the root serves them too.
 pub const API_PREFIX: &str = "/api/v1";
@@ -71,6 +71,8 @@ pub enum Op {
     Wait,
     Exec,
     Logs,
+    /// The change events, of every machine or of one.
+    Events,
 }
 
 /// What a route's success reply carries.
@@ -82,6 +84,8 @@ pub enum Out {
     Exec,
     Health,
     Logs,
+    /// A stream of events, one JSON object a line or Server-Sent Events.
+    Events,
     OpenApi,
     Page,
     Nothing,
@@ -108,6 +112,10 @@ pub enum Kind {
     Flag,
     /// A status, or `agent`.
     WaitTarget,
+    /// A machine's id or name.
+    Machine,
+    /// Event types, comma-separated (see [`Happening::KINDS`]).
+    EventTypes,
 }
 
 #[derive(Debug)]
@@ -189,6 +197,22 @@ const LOGS: &[Param] = &[
         about: "keep streaming new output until the run ends or the client goes",
     },
 ];
+const TYPES: Param = Param {
+    name: "type",
+    kind: Kind::EventTypes,
+    required: false,
+    about: "only events of these types, comma-separated; `dropped` markers always come",
+};
+const EVENTS: &[Param] = &[
+    Param {
+        name: "machine",
+        kind: Kind::Machine,
+        required: false,
+        about: "only this machine's events (its id or name); the stream ends after its `deleted`",
+    },
+    TYPES,
+];
+const MACHINE_EVENTS: &[Param] = &[TYPES];
 
 /// What a lifecycle verb can fail with once the machine is found.
 const ACT_FAILS: &[u16] = &[409, 422, 424, 500, 501, 502, 503, 504, 507];
@@ -416,6 +440,31 @@ pub static ROUTES: &[Route] = &[
         ok: (200, Out::Logs),
         fails: &[500],
     },
+    Route {
+        method: HttpMethod::Get,
+        path: "/events",
+        op: Op::Events,
+        name: "events",
+        access: READ,
+        summary:
+            "Every change from now on, streamed as it happens (Accept: text/event-stream for SSE)",
+        query: EVENTS,
+        input: None,
+        ok: (200, Out::Events),
+        fails: &[404],
+    },
+    Route {
+        method: HttpMethod::Get,
+        path: "/machines/{id}/events",
+        op: Op::Events,
+        name: "machineEvents",
+        access: READ,
+        summary: "A machine's changes from now on, streamed until it is deleted",
+        query: MACHINE_EVENTS,
+        input: None,
+        ok: (200, Out::Events),
+        fails: &[],
+    },
 ];
 
 impl Route {
@@ -503,6 +552,8 @@ pub enum Arg {
     Lines(usize),
     Flag(bool),
     Target(WaitTarget),
+    Text(String),
+    EventTypes(Vec<&'static str>),
 }
 
 /// The query of a request, checked against its route: every parameter
@@ -557,6 +608,10 @@ impl Args {
                 }),
                 Kind::WaitTarget => {
                     Arg::Target(wait_target(&value).map_err(|e| Problem::from(e.context(name)))?)
+                }
+                Kind::Machine => Arg::Text(value),
+                Kind::EventTypes => {
+                    Arg::EventTypes(event_types(&value).map_err(|e| bad(format!("{name}: {e}")))?)
                 }
             };
             args.0.push((p.name, arg));
@@ -613,6 +668,43 @@ impl Args {
             _ => None,
         }
     }
+
+    pub fn text(&self, name: &str) -> Option<&str> {
+        match self.get(name) {
+            Some(Arg::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn event_types(&self, name: &str) -> Option<&[&'static str]> {
+        match self.get(name) {
+            Some(Arg::EventTypes(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// `status,error`: each a type of [`Happening::KINDS`], at least one.
+fn event_types(list: &str) -> Result<Vec<&'static str>, String> {
+    let mut out = Vec::new();
+    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let Some(kind) = Happening::KINDS.iter().find(|k| **k == word) else {
+            return Err(format!(
+                "unknown event type {word:?}; types are {}",
+                Happening::KINDS.join(", ")
+            ));
+        };
+        if !out.contains(kind) {
+            out.push(*kind);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "name at least one event type of {}",
+            Happening::KINDS.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -702,6 +794,24 @@ mod tests {
             .unwrap()
             .flag("follow"));
         assert!(Args::parse(logs, Some("follow=yes")).is_err());
+        let (events, _) = find(&Method::GET, "/events").unwrap();
+        let a = Args::parse(events, Some("type=status,%20error,status&machine=web")).unwrap();
+        assert_eq!(a.event_types("type"), Some(&["status", "error"][..]));
+        assert_eq!(a.text("machine"), Some("web"));
+        for bad in ["type=stauts", "type=", "type=,", "type=updated", "since=0"] {
+            let p = Args::parse(events, Some(bad)).unwrap_err();
+            assert_eq!(p.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let p = Args::parse(events, Some("type=status,bogus")).unwrap_err();
+        assert!(
+            p.message.contains("\"bogus\"") && p.message.contains("created, status"),
+            "{}",
+            p.message
+        );
+        let (one, id) = find(&Method::GET, "/api/v1/machines/web/events").unwrap();
+        assert_eq!((one.name, id.as_deref()), ("machineEvents", Some("web")));
+        assert!(Args::parse(one, Some("type=deleted")).is_ok());
+        assert!(Args::parse(one, Some("machine=other")).is_err());
         let (get, _) = find(&Method::GET, "/machines/w").unwrap();
         let p = Args::parse(get, Some("verbose=1")).unwrap_err();
         assert!(

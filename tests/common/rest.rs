@@ -217,3 +217,164 @@ pub fn make_key(state: &std::path::Path, name: &str, scopes: &[&str]) -> String 
     assert!(lines[0].starts_with("hf_"), "{stdout:?}");
     lines[0].to_owned()
 }
+
+/// A streamed reply read as it comes: a GET sent over its own TCP
+/// connection; its status and headers as soon as they arrive (for
+/// `/events`, the reader is subscribed by then), then its body line by
+/// line, chunked transfer decoded. Dropping it hangs up.
+pub struct Streamed {
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    reader: std::io::BufReader<std::net::TcpStream>,
+    /// The body as framed: chunked, or this many bytes.
+    framing: Framing,
+    /// Body bytes decoded but not yet returned as lines.
+    pending: Vec<u8>,
+}
+
+enum Framing {
+    Chunked,
+    Length(usize),
+    Ended,
+}
+
+impl Streamed {
+    /// `GET path` at `addr` (`127.0.0.1:PORT`) with extra header lines.
+    pub fn get(addr: &str, path: &str, headers: &[&str]) -> Streamed {
+        let s = std::net::TcpStream::connect(addr).expect("connect");
+        Self::get_over(s, addr, path, headers)
+    }
+
+    /// The same over a connection already made.
+    pub fn get_over(
+        mut s: std::net::TcpStream,
+        addr: &str,
+        path: &str,
+        headers: &[&str],
+    ) -> Streamed {
+        use std::io::{BufRead, Write};
+        // A stream that stops coming fails the test rather than hanging it.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for h in headers {
+            req.push_str(h);
+            req.push_str("\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).expect("send the request");
+        let mut reader = std::io::BufReader::new(s);
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("status line");
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("a header");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = l.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        let framing = if header("transfer-encoding").is_some_and(|v| v == "chunked") {
+            Framing::Chunked
+        } else {
+            Framing::Length(
+                header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .expect("a reply that is neither chunked nor of a known length"),
+            )
+        };
+        Streamed {
+            status,
+            headers,
+            reader,
+            framing,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next line of the body, without its '\n'; `None` once the body
+    /// has ended (a last line without '\n' is returned first).
+    pub fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|b| *b == b'\n') {
+                let rest = self.pending.split_off(i + 1);
+                let mut line = std::mem::replace(&mut self.pending, rest);
+                line.pop();
+                return Some(String::from_utf8(line).expect("UTF-8"));
+            }
+            if !self.fill() {
+                if self.pending.is_empty() {
+                    return None;
+                }
+                let line = std::mem::take(&mut self.pending);
+                return Some(String::from_utf8(line).expect("UTF-8"));
+            }
+        }
+    }
+
+    /// The rest of the body, to its end.
+    pub fn rest(&mut self) -> String {
+        while self.fill() {}
+        String::from_utf8(std::mem::take(&mut self.pending)).expect("UTF-8")
+    }
+
+    /// Reads the next piece of the body into `pending`; false at its end.
+    fn fill(&mut self) -> bool {
+        use std::io::{BufRead, Read};
+        let take = |reader: &mut std::io::BufReader<_>, n: usize, into: &mut Vec<u8>| {
+            let start = into.len();
+            into.resize(start + n, 0);
+            reader
+                .read_exact(&mut into[start..])
+                .unwrap_or_else(|e| panic!("the body stopped coming: {e}"));
+        };
+        match self.framing {
+            Framing::Ended => false,
+            Framing::Length(n) => {
+                take(&mut self.reader, n, &mut self.pending);
+                self.framing = Framing::Ended;
+                true
+            }
+            Framing::Chunked => {
+                let mut size = String::new();
+                self.reader
+                    .read_line(&mut size)
+                    .unwrap_or_else(|e| panic!("the stream stopped coming: {e}"));
+                let hex = size.trim().split(';').next().unwrap_or_default();
+                let n = usize::from_str_radix(hex, 16)
+                    .unwrap_or_else(|_| panic!("bad chunk size {size:?}"));
+                if n == 0 {
+                    // Trailers (none are sent), then the blank line.
+                    let mut l = String::new();
+                    while self.reader.read_line(&mut l).is_ok_and(|r| r > 2) {
+                        l.clear();
+                    }
+                    self.framing = Framing::Ended;
+                    return false;
+                }
+                take(&mut self.reader, n, &mut self.pending);
+                let mut crlf = [0u8; 2];
+                self.reader.read_exact(&mut crlf).expect("chunk end");
+                true
+            }
+        }
+    }
+}
