@@ -10,6 +10,7 @@ use fuser::{Errno, FopenFlags, ReplyData, ReplyOpen};
 use tokio::sync::watch;
 
 use super::handles::Handle;
+use super::requester::Requester;
 use super::MachineFs;
 use crate::core::Subscription;
 use crate::model::{Event, Happening};
@@ -121,15 +122,19 @@ impl MachineFs {
 
     pub(super) fn read_events(
         &self,
+        who: Requester,
         file: Arc<EventsFile>,
         size: u32,
         nonblocking: bool,
         reply: ReplyData,
     ) {
         self.rt.spawn(async move {
-            match file.read(size as usize, nonblocking).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(e),
+            match who
+                .unless_killed(file.read(size as usize, nonblocking))
+                .await
+            {
+                Ok(Ok(data)) => reply.data(&data),
+                Ok(Err(e)) | Err(e) => reply.error(e),
             }
         });
     }

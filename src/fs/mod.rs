@@ -16,6 +16,7 @@ mod handles;
 pub mod inode;
 mod mkdir;
 mod poll;
+mod requester;
 mod session;
 mod tree;
 mod write;
@@ -37,6 +38,7 @@ use crate::model::{MachineSpec, MAX_WRITE};
 use attr::node_of;
 use handles::{lock, Handle, HandleTable};
 use inode::{FileKind, Node};
+use requester::Requester;
 
 /// How old an `info` may be to be served again rather than taken afresh:
 /// long enough for a `stat` and the `open` after it to agree.
@@ -267,7 +269,7 @@ impl Filesystem for MachineFs {
         });
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         match node_of(parent) {
             Some(Node::MachinesDir) => {}
             // Inside a machine (its `sessions`): nothing to remove on its own,
@@ -282,10 +284,12 @@ impl Filesystem for MachineFs {
             Err(e) => return reply.error(e),
         };
         let core = self.core.clone();
+        let who = Requester::of(req);
         self.rt.spawn(async move {
-            match core.delete(&m).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(&e)),
+            match who.unless_killed(core.delete(&m)).await {
+                Ok(Ok(())) => reply.ok(),
+                Ok(Err(e)) => reply.error(errno(&e)),
+                Err(e) => reply.error(e),
             }
         });
     }
@@ -345,7 +349,7 @@ impl Filesystem for MachineFs {
         reply.error(Errno::EPERM);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let Some(node) = node_of(ino) else {
             return reply.error(Errno::ENOENT);
         };
@@ -383,13 +387,15 @@ impl Filesystem for MachineFs {
             };
             let core = self.core.clone();
             let handles = self.handles.clone();
+            let who = Requester::of(req);
             self.rt.spawn(async move {
-                match core.info_text(&m, INFO_FRESH).await {
-                    Ok(text) => {
+                match who.unless_killed(core.info_text(&m, INFO_FRESH)).await {
+                    Ok(Ok(text)) => {
                         let fh = handles.add(Handle::file(node, text.to_vec()));
                         reply.opened(fh, fopen)
                     }
-                    Err(e) => reply.error(errno(&e)),
+                    Ok(Err(e)) => reply.error(errno(&e)),
+                    Err(e) => reply.error(e),
                 }
             });
             return;
@@ -415,7 +421,7 @@ impl Filesystem for MachineFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -432,7 +438,7 @@ impl Filesystem for MachineFs {
             Handle::File(f) => f,
             Handle::Events(e) => {
                 let nonblocking = flags.0 & libc::O_NONBLOCK != 0;
-                return self.read_events(e.clone(), size, nonblocking, reply);
+                return self.read_events(Requester::of(req), e.clone(), size, nonblocking, reply);
             }
             Handle::Dir(_) => return reply.error(Errno::EISDIR),
         };
@@ -453,7 +459,7 @@ impl Filesystem for MachineFs {
         if let Node::SessionFile(_, _, file) = f.node {
             let held = f.held.clone();
             drop(f);
-            return self.read_session(file, held, offset, size, reply);
+            return self.read_session(Requester::of(req), file, held, offset, size, reply);
         }
         if let Node::File(seq, FileKind::Logs) = f.node {
             let res = self
@@ -476,7 +482,7 @@ impl Filesystem for MachineFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -496,7 +502,7 @@ impl Filesystem for MachineFs {
             Handle::Events(_) => return reply.error(Errno::EACCES),
         };
         if let Node::SessionFile(_, _, file) = node {
-            return self.write_session(file, session::held_of(&h), data, reply);
+            return self.write_session(Requester::of(req), file, session::held_of(&h), data, reply);
         }
         let Node::File(seq, kind) = node else {
             return reply.error(Errno::EACCES);
@@ -518,8 +524,8 @@ impl Filesystem for MachineFs {
         }
         match kind {
             FileKind::Config => self.write_config(m, h, offset, data, reply),
-            FileKind::Ctl => self.write_ctl(m, data, reply),
-            FileKind::Exec => self.write_exec(m, h, offset, data, reply),
+            FileKind::Ctl => self.write_ctl(Requester::of(req), m, data, reply),
+            FileKind::Exec => self.write_exec(Requester::of(req), m, h, offset, data, reply),
             _ => reply.error(Errno::EACCES),
         }
     }
@@ -633,7 +639,14 @@ impl Filesystem for MachineFs {
                 continue;
             };
             let ttl = self.ttl(node);
-            if reply.add(INodeNo(*ino), (i + 1) as u64, name, &ttl, &attr, Generation(0)) {
+            if reply.add(
+                INodeNo(*ino),
+                (i + 1) as u64,
+                name,
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
         }

@@ -22,6 +22,7 @@ use fuser::{Errno, FopenFlags, ReplyData, ReplyOpen, ReplyWrite};
 
 use super::handles::{lock, Handle, OpenFile};
 use super::inode::{FileKind, Node, SessionFile};
+use super::requester::Requester;
 use super::{errno, MachineFs, MAX_COMMAND};
 use crate::core::{Machine, Session, Stream};
 use crate::error::Error;
@@ -81,6 +82,7 @@ impl MachineFs {
 
     pub(super) fn read_session(
         &self,
+        who: Requester,
         file: SessionFile,
         held: Option<Held>,
         offset: u64,
@@ -99,13 +101,19 @@ impl MachineFs {
                     Stream::Stderr
                 };
                 self.rt.spawn(async move {
-                    let data = s.read(stream, max).await;
-                    reply.data(&data)
+                    match who.unless_killed(s.read(stream, max)).await {
+                        Ok(data) => reply.data(&data),
+                        Err(e) => reply.error(e),
+                    }
                 });
             }
             SessionFile::Exit => {
                 self.rt.spawn(async move {
-                    let text = format!("{}\n", s.wait_exit().await).into_bytes();
+                    let code = match who.unless_killed(s.wait_exit()).await {
+                        Ok(code) => code,
+                        Err(e) => return reply.error(e),
+                    };
+                    let text = format!("{code}\n").into_bytes();
                     let start = (offset as usize).min(text.len());
                     let end = start.saturating_add(max).min(text.len());
                     reply.data(&text[start..end])
@@ -124,6 +132,7 @@ impl MachineFs {
 
     pub(super) fn write_session(
         &self,
+        who: Requester,
         file: SessionFile,
         held: Option<Held>,
         data: &[u8],
@@ -141,30 +150,34 @@ impl MachineFs {
                 let data = data.to_vec();
                 let core = self.core.clone();
                 self.rt.spawn(async move {
-                    let res = if s.started() {
-                        match StreamControl::parse(&data) {
-                            Ok(c) => s.control(c).await,
-                            Err(e) => Err(e),
-                        }
-                    } else {
-                        match SessionCommand::parse(&data) {
-                            Ok(cmd) => core.start_session(&m, &s, cmd).await,
-                            Err(e) => Err(e),
+                    let work = async {
+                        if s.started() {
+                            match StreamControl::parse(&data) {
+                                Ok(c) => s.control(c).await,
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            match SessionCommand::parse(&data) {
+                                Ok(cmd) => core.start_session(&m, &s, cmd).await,
+                                Err(e) => Err(e),
+                            }
                         }
                     };
-                    match res {
-                        Ok(()) => reply.written(len),
-                        Err(e) => reply.error(errno(&core.report(&m, e).await)),
+                    match who.unless_killed(work).await {
+                        Ok(Ok(())) => reply.written(len),
+                        Ok(Err(e)) => reply.error(errno(&core.report(&m, e).await)),
+                        Err(e) => reply.error(e),
                     }
                 });
             }
             SessionFile::Stdin => {
                 let data = data.to_vec();
                 self.rt.spawn(async move {
-                    match s.write_stdin(&data).await {
-                        Ok(()) => reply.written(len),
+                    match who.unless_killed(s.write_stdin(&data)).await {
+                        Ok(Ok(())) => reply.written(len),
                         // The command no longer reads: as a closed pipe says.
-                        Err(_) => reply.error(Errno::EPIPE),
+                        Ok(Err(_)) => reply.error(Errno::EPIPE),
+                        Err(e) => reply.error(e),
                     }
                 });
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use fuser::{Errno, ReplyEmpty, ReplyWrite};
 
 use super::handles::{lock, Handle};
+use super::requester::Requester;
 use super::{content, errno, MachineFs};
 use crate::core::Machine;
 use crate::error::Error;
@@ -98,23 +99,33 @@ impl MachineFs {
         });
     }
 
-    pub(super) fn write_ctl(&self, m: Arc<Machine>, data: &[u8], reply: ReplyWrite) {
+    pub(super) fn write_ctl(
+        &self,
+        who: Requester,
+        m: Arc<Machine>,
+        data: &[u8],
+        reply: ReplyWrite,
+    ) {
         let action = match Action::parse_ctl(data) {
             Ok(a) => a,
             Err(e) => return self.refuse(m, e, reply),
         };
         let len = data.len() as u32;
         let core = self.core.clone();
+        // A start or `wait` may take long; a killed writer must not wait
+        // for it (the operation itself is detached and finishes).
         self.rt.spawn(async move {
-            match core.act(&m, action).await {
-                Ok(()) => reply.written(len),
-                Err(e) => reply.error(errno(&e)),
+            match who.unless_killed(core.act(&m, action)).await {
+                Ok(Ok(())) => reply.written(len),
+                Ok(Err(e)) => reply.error(errno(&e)),
+                Err(e) => reply.error(e),
             }
         });
     }
 
     pub(super) fn write_exec(
         &self,
+        who: Requester,
         m: Arc<Machine>,
         file: Arc<Handle>,
         offset: u64,
@@ -128,8 +139,8 @@ impl MachineFs {
         let len = data.len();
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.exec(&m, cmd.request).await {
-                Ok(out) => {
+            match who.unless_killed(core.exec(&m, cmd.request)).await {
+                Ok(Ok(out)) => {
                     if let Handle::File(f) = &*file {
                         let mut f = lock(f);
                         f.content = content::exec_result(&out, cmd.format);
@@ -137,7 +148,8 @@ impl MachineFs {
                     }
                     reply.written(len as u32)
                 }
-                Err(e) => reply.error(errno(&e)),
+                Ok(Err(e)) => reply.error(errno(&e)),
+                Err(e) => reply.error(e),
             }
         });
     }
