@@ -15,7 +15,7 @@ use common::{require_docker, Daemon};
 /// request the daemon has not answered yet (the kernel's wait for a FUSE
 /// answer), so the kill lands on a request in flight.
 fn blocked(d: &Daemon, script: &str) -> Child {
-    let child = Command::new("sh")
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(script)
         .current_dir(&d.mount)
@@ -29,6 +29,8 @@ fn blocked(d: &Daemon, script: &str) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    child.kill().ok();
+    child.wait().ok();
     panic!("{script:?} never blocked in a FUSE request");
 }
 
