@@ -135,6 +135,9 @@ enum Command {
         tail: Option<usize>,
         name: String,
     },
+    /// Print each change as it happens (of one machine, or of all), until
+    /// interrupted; a machine's stream ends when it is deleted.
+    Events { name: Option<String> },
     /// Print machines' info as JSON.
     Inspect {
         #[arg(required = true)]
@@ -282,6 +285,7 @@ fn main() -> ExitCode {
         Command::Logs { follow, tail, name } => {
             done(client::machines::logs(&mount, &name, follow, tail))
         }
+        Command::Events { name } => done(client::events::events(&mount, name.as_deref())),
         Command::Inspect { names } => done(client::machines::inspect(&mount, &names)),
         Command::Wait {
             name,

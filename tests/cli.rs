@@ -231,3 +231,43 @@ fn completions_the_man_page_and_the_systemd_unit() {
         .expect("systemd-analyze (Debian's systemd package)");
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn events_prints_changes_as_they_happen_and_a_machines_stream_ends_with_it() {
+    use std::io::{BufRead, BufReader};
+    let d = Daemon::start();
+    d.ok("mkdir machines/a");
+    let mut all = d.blocked("exec $HF events");
+    let one = d.blocked("exec $HF events a");
+    let mut all_lines = BufReader::new(all.stdout.take().expect("stdout")).lines();
+    d.fails("echo bogus > machines/a/ctl");
+    d.ok("mkdir machines/b && rmdir machines/a");
+    let what = |line: &str| {
+        line.splitn(4, ' ')
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let seen: Vec<String> = (0..3)
+        .map(|_| what(&all_lines.next().expect("a line").expect("read")))
+        .collect();
+    assert_eq!(seen, ["a error", "b created", "a deleted"]);
+    // a's stream ended with a: the command exits by itself, 0.
+    let out = one.wait_with_output().expect("events a");
+    assert!(out.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(what)
+        .collect();
+    assert_eq!(lines, ["a error", "a deleted"]);
+    all.kill().ok();
+    all.wait().ok();
+    // A closed pipe ends it quietly; an unknown machine is a clear error.
+    let head = d.blocked("$HF events | head -1 >/dev/null; echo done");
+    d.ok("mkdir machines/c && rmdir machines/c");
+    let out = head.wait_with_output().expect("head");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+    let err = d.fails("$HF events nosuch");
+    assert!(err.contains("no machine named \"nosuch\""), "{err}");
+}

@@ -5,34 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{require_docker, Daemon};
-
-/// Starts `script` in the mount and returns once it is blocked inside a
-/// request the daemon has not answered yet (the kernel's wait for a FUSE
-/// answer), so the kill lands on a request in flight.
-fn blocked(d: &Daemon, script: &str) -> Child {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(&d.mount)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sh");
-    let wchan = format!("/proc/{}/wchan", child.id());
-    for _ in 0..600 {
-        if std::fs::read_to_string(&wchan).is_ok_and(|w| w == "request_wait_answer") {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().ok();
-    child.wait().ok();
-    panic!("{script:?} never blocked in a FUSE request");
-}
 
 /// SIGKILLs `child` and asserts it is gone soon: seconds, not the minutes
 /// the request it waits on would take.
@@ -50,14 +27,14 @@ fn dies_at_once(mut child: Child, what: &str) {
 fn killed_waiters_on_events_and_ctl_wait_die_at_once() {
     let d = Daemon::start();
     d.ok("mkdir machines/a");
-    dies_at_once(blocked(&d, "exec cat events"), "cat events");
+    dies_at_once(d.blocked("exec cat events"), "cat events");
     dies_at_once(
-        blocked(&d, "exec cat machines/a/events"),
+        d.blocked("exec cat machines/a/events"),
         "cat machines/a/events",
     );
     // A pending machine that nobody starts: the wait would take 10 minutes.
     dies_at_once(
-        blocked(&d, "echo 'wait running 600' > machines/a/ctl"),
+        d.blocked("echo 'wait running 600' > machines/a/ctl"),
         "ctl wait",
     );
     // The daemon serves on, and the killed wait left no trace.
@@ -72,13 +49,12 @@ fn killed_exec_clients_die_at_once_and_the_machine_serves_on() {
     let d = Daemon::start();
     d.running("web", r#"["sleep","600"]"#);
     dies_at_once(
-        blocked(&d, "echo 'sleep 600' > machines/web/exec"),
+        d.blocked("echo 'sleep 600' > machines/web/exec"),
         "one-shot exec",
     );
     // A session whose command prints nothing: its reader waits for output.
     dies_at_once(
-        blocked(
-            &d,
+        d.blocked(
             "exec 3< machines/web/exec.new; read n <&3
              echo 'sleep 600' > machines/web/sessions/$n/ctl
              exec cat machines/web/sessions/$n/stdout",
@@ -86,8 +62,7 @@ fn killed_exec_clients_die_at_once_and_the_machine_serves_on() {
         "session stdout",
     );
     dies_at_once(
-        blocked(
-            &d,
+        d.blocked(
             "exec 3< machines/web/exec.new; read n <&3
              echo 'sleep 600' > machines/web/sessions/$n/ctl
              exec cat machines/web/sessions/$n/exit",

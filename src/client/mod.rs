@@ -4,6 +4,7 @@
 
 pub mod copy;
 pub mod daemon;
+pub mod events;
 pub mod exec;
 pub mod machines;
 mod term;

@@ -197,6 +197,34 @@ impl Daemon {
             .expect("run sh")
     }
 
+    /// Starts `script` as [`Daemon::sh`] does, its stdout piped, and returns
+    /// once its process is blocked in a request the daemon has not answered
+    /// (the kernel's wait for a FUSE answer): it, or one of its children.
+    pub fn blocked(&self, script: &str) -> Child {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.mount)
+            .env("IMAGE", image())
+            .env("HF", BIN)
+            .env("HYPERFLEET_MOUNT", &self.mount)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        for _ in 0..600 {
+            if family(child.id()).into_iter().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/wchan"))
+                    .is_ok_and(|w| w == "request_wait_answer")
+            }) {
+                return child;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.kill().ok();
+        child.wait().ok();
+        panic!("{script:?} never blocked in a FUSE request");
+    }
+
     /// Runs a script that must succeed; returns its stdout.
     pub fn ok(&self, script: &str) -> String {
         let out = self.sh(script);
@@ -410,3 +438,32 @@ impl Drop for Daemon {
 }
 
 pub mod vsock_relay;
+
+/// A process and its descendants, by the parent each process's `stat` names.
+fn family(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the command's name in parentheses: state, then parent.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            Some((p, rest.split_whitespace().nth(1)?.parse().ok()?))
+        })
+        .collect();
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        all.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    all
+}
