@@ -24,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyperfleet::core::{self, Core};
 use hyperfleet::daemon;
+use hyperfleet::model::MachineSpec;
 use hyperfleet::rest;
 use hyperfleet::runtime::cloud_hypervisor::api::{
     CloudHypervisorApi, ConsoleConfig, CpusConfig, MemoryConfig, PayloadConfig, VmConfig,
@@ -53,6 +54,17 @@ struct Row {
     total: Duration,
 }
 
+fn row(what: &str, mut samples: Vec<Duration>, total: Duration) -> Row {
+    samples.sort();
+    Row {
+        what: what.to_owned(),
+        n: samples.len(),
+        p50: percentile(&samples, 0.5),
+        p99: percentile(&samples, 0.99),
+        total,
+    }
+}
+
 fn measure(what: &str, n: usize, mut f: impl FnMut(usize)) -> Row {
     let mut samples = Vec::with_capacity(n);
     let start = Instant::now();
@@ -61,15 +73,74 @@ fn measure(what: &str, n: usize, mut f: impl FnMut(usize)) -> Row {
         f(i);
         samples.push(t.elapsed());
     }
-    let total = start.elapsed();
-    samples.sort();
-    Row {
-        what: what.to_owned(),
-        n,
-        p50: percentile(&samples, 0.5),
-        p99: percentile(&samples, 0.99),
-        total,
+    row(what, samples, start.elapsed())
+}
+
+/// `n` calls of `f` shared by `writers` threads running at once: each
+/// call's latency, and the wall time of them all.
+fn measure_concurrent(what: &str, writers: usize, n: usize, f: impl Fn(usize) + Sync) -> Row {
+    let start = Instant::now();
+    let samples = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let f = &f;
+                s.spawn(move || {
+                    (w..n)
+                        .step_by(writers)
+                        .map(|i| {
+                            let t = Instant::now();
+                            f(i);
+                            t.elapsed()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("writer thread"))
+            .collect()
+    });
+    row(what, samples, start.elapsed())
+}
+
+/// `n` creates through the core, shared by `writers` tasks running at
+/// once, against a fresh state directory (a real SQLite file).
+fn concurrent_creates(
+    rt: &tokio::runtime::Runtime,
+    state: &Path,
+    writers: usize,
+    n: usize,
+) -> anyhow::Result<Row> {
+    std::fs::create_dir_all(state)?;
+    let core = Core::open(state, Vec::new())?;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let core = core.clone();
+            rt.spawn(async move {
+                let mut samples = Vec::new();
+                for i in (w..n).step_by(writers) {
+                    let t = Instant::now();
+                    core.create(format!("c{i:05}").as_bytes(), MachineSpec::default())
+                        .await
+                        .expect("create");
+                    samples.push(t.elapsed());
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(n);
+    for task in tasks {
+        samples.extend(rt.block_on(task)?);
     }
+    let total = start.elapsed();
+    Ok(row(
+        &format!("1,000 creates from {writers} writers (core)"),
+        samples,
+        total,
+    ))
 }
 
 /// Two ways of doing the same thing, measured turn about, so that the
@@ -89,18 +160,8 @@ fn measure_pair(
         b(i);
         sb.push(t.elapsed());
     }
-    let row = |what: &str, mut samples: Vec<Duration>| {
-        let total = samples.iter().sum();
-        samples.sort();
-        Row {
-            what: what.to_owned(),
-            n,
-            p50: percentile(&samples, 0.5),
-            p99: percentile(&samples, 0.99),
-            total,
-        }
-    };
-    (row(what.0, sa), row(what.1, sb))
+    let (ta, tb) = (sa.iter().sum(), sb.iter().sum());
+    (row(what.0, sa, ta), row(what.1, sb, tb))
 }
 
 fn fmt(d: Duration) -> String {
@@ -279,6 +340,23 @@ fn main() -> anyhow::Result<()> {
             std::fs::read(m(&format!("machines/m{:05}/status", i % 9_999))).expect("read");
         },
     ));
+    // Concurrent writers share commits in the store; through the
+    // filesystem, the kernel also holds machines/'s lock for each mkdir.
+    rows.push(measure_concurrent(
+        "mkdir from 8 writers (1,000, fs)",
+        8,
+        1_000,
+        |i| std::fs::create_dir(m(&format!("machines/w{i:05}"))).expect("mkdir"),
+    ));
+    for i in 0..1_000 {
+        std::fs::remove_dir(m(&format!("machines/w{i:05}")))?;
+    }
+    rows.push(concurrent_creates(
+        &rt,
+        &dir.path().join("state-creates"),
+        8,
+        1_000,
+    )?);
 
     let image =
         std::env::var(IMAGE_ENV).unwrap_or_else(|_| "hyperfleet-test/busybox:latest".into());

@@ -6,9 +6,11 @@
 //! both use the file at once).
 //!
 //! Every method blocks on disk; the core calls them off the filesystem's
-//! threads and outside its registry lock.
+//! threads and outside its registry lock. Writes of concurrent callers
+//! share one commit, and so one fsync (see `group.rs`).
 
 mod faults;
+mod group;
 mod sqlite;
 
 pub use faults::Faults;

@@ -1,12 +1,14 @@
-//! The only module that speaks SQL. It owns the schema, migrates it forward
-//! with `PRAGMA user_version`, and persists every machine change before the
-//! core reports the change as done.
+//! The only module that speaks SQL (with its group commit, `group.rs`). It
+//! owns the schema, migrates it forward with `PRAGMA user_version`, and
+//! persists every machine change before the core reports the change as
+//! done. Concurrent changes share a commit, so they share its fsync.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::group::Group;
 use super::{KeyRecord, KeyStore, Store};
 use crate::error::{Error, Result};
 use crate::model::{now_ms, Exit, MachineName, MachineRecord, MachineSpec, Status};
@@ -52,6 +54,8 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Batches the writes of concurrent callers into shared transactions.
+    group: Group,
 }
 
 impl SqliteStore {
@@ -73,6 +77,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            group: Group::default(),
         })
     }
 
@@ -82,6 +87,15 @@ impl SqliteStore {
             .lock()
             .map_err(|_| Error::Store("store lock poisoned".into()))?;
         Ok(f(&conn)?)
+    }
+
+    /// A change, committed with whatever other changes are waiting; returns
+    /// once it is durable. `f` owns what it writes: another thread may run it.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.group.write(&self.conn, f)
     }
 
     pub fn schema_version(&self) -> Result<u32> {
@@ -115,11 +129,13 @@ impl Store for SqliteStore {
     fn insert(&self, id: &str, name: &MachineName, spec: &MachineSpec) -> Result<MachineRecord> {
         let now = now_ms();
         let spec_json = spec_to_json(spec)?;
-        let res = self.with(|c| {
+        let (row_id, row_name) = (id.to_owned(), name.to_string());
+        let runtime_type = spec.runtime_type().as_str();
+        let res = self.write(move |c| {
             c.execute(
                 "INSERT INTO machines (id, name, runtime_type, status, spec_json, created_ms, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![id, name.as_str(), spec.runtime_type().as_str(), Status::Pending.as_str(), spec_json, now],
+                params![row_id, row_name, runtime_type, Status::Pending.as_str(), spec_json, now],
             )?;
             Ok(c.last_insert_rowid())
         });
@@ -153,22 +169,23 @@ impl Store for SqliteStore {
             Some((k, n)) => (Some(k), n),
             None => (None, None),
         };
-        let n = self.with(|c| {
+        let row = rec.clone();
+        let n = self.write(move |c| {
             c.execute(
                 "UPDATE machines SET runtime_type = ?2, status = ?3, spec_json = ?4, error = ?5,
                         exit_code = ?6, exit_kind = ?7, updated_ms = ?8, started_ms = ?9,
                         errors_json = ?10
                  WHERE seq = ?1",
                 params![
-                    rec.seq as i64,
-                    rec.spec.runtime_type().as_str(),
-                    rec.status.as_str(),
+                    row.seq as i64,
+                    row.spec.runtime_type().as_str(),
+                    row.status.as_str(),
                     spec_json,
-                    rec.error,
+                    row.error,
                     exit_code,
                     exit_kind,
-                    rec.updated_ms,
-                    rec.started_ms,
+                    row.updated_ms,
+                    row.started_ms,
                     errors_json
                 ],
             )
@@ -180,7 +197,7 @@ impl Store for SqliteStore {
     }
 
     fn delete(&self, seq: u64) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM machines WHERE seq = ?1", params![seq as i64]))?;
+        self.write(move |c| c.execute("DELETE FROM machines WHERE seq = ?1", params![seq as i64]))?;
         Ok(())
     }
 
@@ -279,17 +296,18 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
 
 impl KeyStore for SqliteStore {
     fn insert_key(&self, key: &KeyRecord) -> Result<Option<KeyRecord>> {
-        let res = self.with(|c| {
+        let row = key.clone();
+        let res = self.write(move |c| {
             c.execute(
                 "INSERT INTO api_keys (id, name, prefix, sha256, scopes, created_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
-                    key.id,
-                    key.name,
-                    key.prefix,
-                    &key.hash[..],
-                    key.scopes.join(" "),
-                    key.created_ms
+                    row.id,
+                    row.name,
+                    row.prefix,
+                    &row.hash[..],
+                    row.scopes.join(" "),
+                    row.created_ms
                 ],
             )
         });
@@ -312,7 +330,8 @@ impl KeyStore for SqliteStore {
     }
 
     fn revoke_key(&self, name: &str, at_ms: i64) -> Result<Option<KeyRecord>> {
-        self.with(|c| {
+        let name = name.to_owned();
+        self.write(move |c| {
             let found = c
                 .query_row(
                     &format!(
@@ -328,7 +347,8 @@ impl KeyStore for SqliteStore {
     }
 
     fn touch_key(&self, id: &str, at_ms: i64) -> Result<()> {
-        self.with(|c| {
+        let id = id.to_owned();
+        self.write(move |c| {
             c.execute(
                 "UPDATE api_keys SET last_used_ms = ?2 WHERE id = ?1",
                 params![id, at_ms],
@@ -463,6 +483,204 @@ mod tests {
         assert_eq!(all[1].last_used_ms, Some(9));
         assert_eq!(all[1].scopes, vec!["machines:read".to_string()]);
         assert_eq!(all[1].hash, [7; 32]);
+    }
+
+    const WRITERS: usize = 8;
+
+    /// Waits for the group to reach `want`: whether a leader is committing,
+    /// and how many writes are queued behind it.
+    fn wait_for_backlog(store: &SqliteStore, want: (bool, usize)) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while store.group.backlog() != want {
+            let now = store.group.backlog();
+            assert!(std::time::Instant::now() < deadline, "stuck at {now:?}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    fn names_on_disk(path: &Path) -> Vec<String> {
+        let all = SqliteStore::open(path).unwrap().load_all().unwrap();
+        all.iter().map(|r| r.name.to_string()).collect()
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_all_survive_reopen() {
+        const EACH: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let start = std::sync::Barrier::new(WRITERS);
+        std::thread::scope(|s| {
+            for w in 0..WRITERS {
+                let (store, start) = (&store, &start);
+                s.spawn(move || {
+                    start.wait();
+                    for i in 0..EACH {
+                        let spec = MachineSpec::default();
+                        let mut rec = store
+                            .insert(&format!("id-{w}-{i}"), &name(&format!("m{w}-{i}")), &spec)
+                            .unwrap();
+                        for n in 1..=3 {
+                            rec.error = format!("update {n}");
+                            store.update(&rec).unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        let writes = (WRITERS * EACH * 4) as u64;
+        let commits = store.group.commits();
+        assert!(commits < writes, "{commits} commits for {writes} writes");
+        drop(store);
+
+        let all = SqliteStore::open(&path).unwrap().load_all().unwrap();
+        assert_eq!(all.len(), WRITERS * EACH);
+        for w in 0..WRITERS {
+            for i in 0..EACH {
+                let want = name(&format!("m{w}-{i}"));
+                let rec = all.iter().find(|r| r.name == want).unwrap();
+                // Each writer's last update of its row is the one kept.
+                assert_eq!(rec.error, "update 3", "{want}");
+            }
+        }
+    }
+
+    // The tests below hold the connection: the first writer then leads a
+    // batch that cannot commit yet, and the writers after it queue up into
+    // the next batch, which they therefore share.
+
+    #[test]
+    fn a_failing_write_fails_alone_and_its_batch_mates_are_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = &SqliteStore::open(&path).unwrap();
+        let spec = &MachineSpec::default();
+        store.insert("id-taken", &name("taken"), spec).unwrap();
+        let before = store.group.commits();
+        std::thread::scope(|s| {
+            let held = store.conn.lock().unwrap();
+            let insert = |id: &'static str, n: &'static str| {
+                s.spawn(move || store.insert(id, &name(n), spec))
+            };
+            let first = insert("id-first", "first");
+            wait_for_backlog(store, (true, 0));
+            let a = insert("id-a", "a");
+            let dup = insert("id-dup", "taken");
+            let b = insert("id-b", "b");
+            wait_for_backlog(store, (true, 3));
+            drop(held);
+            first.join().unwrap().unwrap();
+            a.join().unwrap().unwrap();
+            b.join().unwrap().unwrap();
+            let err = dup.join().unwrap().unwrap_err();
+            assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+        });
+        assert_eq!(store.group.commits() - before, 2, "a, dup and b shared one");
+        let mut names = names_on_disk(&path);
+        names.sort();
+        assert_eq!(names, ["a", "b", "first", "taken"]);
+    }
+
+    #[test]
+    fn writes_of_one_batch_are_applied_in_the_order_they_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = &SqliteStore::open(&path).unwrap();
+        let rec = store
+            .insert("id", &name("web"), &MachineSpec::default())
+            .unwrap();
+        let before = store.group.commits();
+        std::thread::scope(|s| {
+            let held = store.conn.lock().unwrap();
+            let update = |error: &str| {
+                let mut rec = rec.clone();
+                rec.error = error.into();
+                s.spawn(move || store.update(&rec))
+            };
+            let mut writers = Vec::new();
+            for (error, queued) in [("lead", 0), ("first", 1), ("second", 2)] {
+                writers.push(update(error));
+                wait_for_backlog(store, (true, queued));
+            }
+            drop(held);
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(store.group.commits() - before, 2);
+        let all = SqliteStore::open(&path).unwrap().load_all().unwrap();
+        assert_eq!(all[0].error, "second");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_write_of_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = &SqliteStore::open(&path).unwrap();
+        let spec = &MachineSpec::default();
+        // A deferred foreign key is checked at COMMIT, which it then fails.
+        store
+            .with(|c| {
+                c.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (parent INTEGER
+                         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )
+            })
+            .unwrap();
+        let before = store.group.commits();
+        std::thread::scope(|s| {
+            let held = store.conn.lock().unwrap();
+            let insert = |n: &'static str| s.spawn(move || store.insert(n, &name(n), spec));
+            let first = insert("first");
+            wait_for_backlog(store, (true, 0));
+            let a = insert("a");
+            let orphan =
+                s.spawn(|| store.write(|c| c.execute("INSERT INTO child VALUES (42)", [])));
+            wait_for_backlog(store, (true, 2));
+            let b = insert("b");
+            wait_for_backlog(store, (true, 3));
+            drop(held);
+            first.join().unwrap().unwrap();
+            let err = orphan.join().unwrap().unwrap_err();
+            assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+            for w in [a, b] {
+                let mate = w.join().unwrap().unwrap_err();
+                assert_eq!(mate.to_string(), err.to_string());
+            }
+        });
+        assert_eq!(store.group.commits() - before, 1);
+        assert_eq!(names_on_disk(&path), ["first"]);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_commit_fails_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = &SqliteStore::open(&path).unwrap();
+        let spec = &MachineSpec::default();
+        // Another process holds the write lock; ours gives up quickly.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        std::thread::scope(|s| {
+            let held = store.conn.lock().unwrap();
+            held.busy_timeout(std::time::Duration::from_millis(20))
+                .unwrap();
+            let insert = |n: &'static str| s.spawn(move || store.insert(n, &name(n), spec));
+            let first = insert("first");
+            wait_for_backlog(store, (true, 0));
+            let batch = [insert("a"), insert("b"), insert("c")];
+            wait_for_backlog(store, (true, 3));
+            drop(held);
+            for w in std::iter::once(first).chain(batch) {
+                let err = w.join().unwrap().unwrap_err();
+                assert!(matches!(err, Error::Store(_)), "{err}");
+            }
+        });
+        assert_eq!(store.group.commits(), 0);
+        other.execute_batch("ROLLBACK").unwrap();
+        store.insert("after", &name("after"), spec).unwrap();
+        assert_eq!(names_on_disk(&path), ["after"]);
     }
 
     #[test]
