@@ -164,6 +164,108 @@ fn measure_pair(
     (row(what.0, sa, ta), row(what.1, sb, tb))
 }
 
+/// Both rows of a pair, in the table's order.
+fn pair((a, b): (Row, Row)) -> [Row; 2] {
+    [a, b]
+}
+
+/// `ls` of a directory (names only), or `ls -l` (each entry's attributes too).
+fn ls(dir: &Path, long: bool) {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("ls") {
+        let entry = entry.expect("entry");
+        if long {
+            std::fs::symlink_metadata(entry.path()).expect("lstat");
+        }
+        n += 1;
+    }
+    assert!(n >= 10_000, "{n} entries");
+}
+
+/// Reads every machine's `status` under `machines`, in directory order.
+fn read_all(machines: &Path) {
+    for entry in std::fs::read_dir(machines).expect("ls") {
+        let path = entry.expect("entry").path().join("status");
+        std::fs::read(&path).expect("read status");
+    }
+}
+
+/// From a refused `ctl` write (a change: the reason lands in `error`) to
+/// its line read from an `events` file opened beforehand.
+fn change_to_event(m: &dyn Fn(&str) -> std::path::PathBuf) -> Row {
+    use std::io::BufRead;
+    let events = std::fs::File::open(m("machines/web/events")).expect("events");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(events).lines() {
+            if line.is_err() || tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    measure(
+        "change -> its events line (refused ctl write)",
+        1_000,
+        |_| {
+            std::fs::write(m("machines/web/ctl"), "bogus\n").expect_err("refused");
+            rx.recv().expect("an events line");
+        },
+    )
+}
+
+/// `hyperfleet exec` against `docker exec` into the same container, taken
+/// turn about: a trivial command, and 100 MB of output (to /dev/null).
+fn exec_rows(m: &dyn Fn(&str) -> std::path::PathBuf) -> anyhow::Result<Vec<Row>> {
+    // Beside this example: target/<profile>/hyperfleet.
+    let hf = std::env::current_exe()?
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("hyperfleet"))
+        .filter(|p| p.exists());
+    let Some(hf) = hf else {
+        eprintln!("exec rows skipped: build the binary first (cargo build --release)");
+        return Ok(Vec::new());
+    };
+    let id = std::fs::read_to_string(m("machines/d0/id"))?;
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("name={}", id.trim())])
+        .output()?;
+    let container = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    anyhow::ensure!(!container.is_empty(), "no container for machines/d0");
+    let mount = m("");
+    let run = |prog: &Path, args: &[&str]| {
+        let st = Command::new(prog)
+            .args(args)
+            .env("HYPERFLEET_MOUNT", &mount)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run");
+        assert!(st.success(), "{prog:?} {args:?}: {st}");
+    };
+    let docker = Path::new("docker");
+    let mut rows = Vec::new();
+    rows.extend(pair(measure_pair(
+        (
+            "hyperfleet exec d0 -- true",
+            "docker exec (same container) true",
+        ),
+        20,
+        |_| run(&hf, &["exec", "d0", "--", "true"]),
+        |_| run(docker, &["exec", &container, "true"]),
+    )));
+    let big = ["head", "-c", "100000000", "/dev/zero"];
+    rows.extend(pair(measure_pair(
+        (
+            "hyperfleet exec d0 -- head -c 100MB /dev/zero",
+            "docker exec (same container), 100 MB",
+        ),
+        3,
+        |_| run(&hf, &[&["exec", "d0", "--"][..], &big[..]].concat()),
+        |_| run(docker, &[&["exec", &container][..], &big[..]].concat()),
+    )));
+    Ok(rows)
+}
+
 fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
     if us < 1000.0 {
@@ -276,19 +378,50 @@ fn main() -> anyhow::Result<()> {
     let m = |rel: &str| mount.join(rel);
     let mut rows = Vec::new();
 
+    // The same shapes on a plain ext4 directory beside it, measured turn
+    // about with each filesystem row: the floor a kernel-served file has.
+    let ext4 = dir.path().join("ext4");
+    let e = |rel: &str| ext4.join(rel);
+    let twin = |rel: &str| -> std::io::Result<()> {
+        std::fs::create_dir_all(e(rel))?;
+        std::fs::write(e(&format!("{rel}/status")), "pending\n")
+    };
     std::fs::create_dir(m("machines/web"))?;
-    rows.push(measure("stat machines/web/status", 20_000, |_| {
-        std::fs::metadata(m("machines/web/status")).expect("stat");
-    }));
-    rows.push(measure("cat machines/web/status", 20_000, |_| {
-        std::fs::read(m("machines/web/status")).expect("read");
-    }));
+    twin("machines/web")?;
+    rows.extend(pair(measure_pair(
+        ("stat machines/web/status", "stat ext4 file"),
+        20_000,
+        |_| {
+            std::fs::metadata(m("machines/web/status")).expect("stat");
+        },
+        |_| {
+            std::fs::metadata(e("machines/web/status")).expect("stat");
+        },
+    )));
+    rows.extend(pair(measure_pair(
+        ("cat machines/web/status", "cat ext4 file"),
+        20_000,
+        |_| {
+            std::fs::read(m("machines/web/status")).expect("read");
+        },
+        |_| {
+            std::fs::read(e("machines/web/status")).expect("read");
+        },
+    )));
     rows.push(measure("REST: GET /machines/web (pending)", 20_000, |_| {
         http.ok("GET", "/machines/web", "", 200);
     }));
-    rows.push(measure("mkdir machines/N (first 1,000)", 1_000, |i| {
-        std::fs::create_dir(m(&format!("machines/m{i:05}"))).expect("mkdir");
-    }));
+    rows.extend(pair(measure_pair(
+        (
+            "mkdir machines/N (first 1,000)",
+            "mkdir ext4 dir (no fsync)",
+        ),
+        1_000,
+        |i| {
+            std::fs::create_dir(m(&format!("machines/m{i:05}"))).expect("mkdir");
+        },
+        |i| twin(&format!("machines/m{i:05}")).expect("mkdir"),
+    )));
     std::fs::remove_dir(m("machines/web"))?;
     let bytes = http.ok("GET", "/machines", "", 200);
     rows.push(measure(
@@ -301,13 +434,35 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir(m("machines/web"))?;
     for i in 1_000..9_999 {
         std::fs::create_dir(m(&format!("machines/m{i:05}")))?;
+        twin(&format!("machines/m{i:05}"))?;
     }
     let count = std::fs::read_dir(m("machines"))?.count();
     assert_eq!(count, 10_000, "expected 10,000 machines");
-    rows.push(measure("ls machines/ (10,000 machines)", 20, |_| {
-        let n = std::fs::read_dir(m("machines")).expect("ls").count();
-        assert_eq!(n, 10_000);
-    }));
+    rows.extend(pair(measure_pair(
+        (
+            "ls machines/ (10,000 machines)",
+            "ls ext4 dir (10,000 dirs)",
+        ),
+        20,
+        |_| ls(&m("machines"), false),
+        |_| ls(&e("machines"), false),
+    )));
+    rows.extend(pair(measure_pair(
+        (
+            "ls -l machines/ (10,000 machines)",
+            "ls -l ext4 dir (10,000 dirs)",
+        ),
+        20,
+        |_| ls(&m("machines"), true),
+        |_| ls(&e("machines"), true),
+    )));
+    // `grep -l running machines/*/status`: every status, once each.
+    rows.extend(pair(measure_pair(
+        ("read all 10,000 statuses", "read 10,000 ext4 files"),
+        10,
+        |_| read_all(&m("machines")),
+        |_| read_all(&e("machines")),
+    )));
     let bytes = http.ok("GET", "/machines", "", 200);
     rows.push(measure(
         &format!(
@@ -326,20 +481,34 @@ fn main() -> anyhow::Result<()> {
             http.ok("GET", "/machines?status=running", "", 200);
         },
     ));
-    rows.push(measure(
-        "stat status, 10,000 machines round robin",
+    let status = |i: usize| format!("machines/m{:05}/status", i % 9_999);
+    rows.extend(pair(measure_pair(
+        (
+            "stat status, 10,000 machines round robin",
+            "stat ext4 file, 10,000 round robin",
+        ),
         20_000,
         |i| {
-            std::fs::metadata(m(&format!("machines/m{:05}/status", i % 9_999))).expect("stat");
+            std::fs::metadata(m(&status(i))).expect("stat");
         },
-    ));
-    rows.push(measure(
-        "cat status, 10,000 machines round robin",
+        |i| {
+            std::fs::metadata(e(&status(i))).expect("stat");
+        },
+    )));
+    rows.extend(pair(measure_pair(
+        (
+            "cat status, 10,000 machines round robin",
+            "cat ext4 file, 10,000 round robin",
+        ),
         20_000,
         |i| {
-            std::fs::read(m(&format!("machines/m{:05}/status", i % 9_999))).expect("read");
+            std::fs::read(m(&status(i))).expect("read");
         },
-    ));
+        |i| {
+            std::fs::read(e(&status(i))).expect("read");
+        },
+    )));
+    rows.push(change_to_event(&m));
     // Concurrent writers share commits in the store; through the
     // filesystem, the kernel also holds machines/'s lock for each mkdir.
     rows.push(measure_concurrent(
@@ -404,6 +573,7 @@ fn main() -> anyhow::Result<()> {
             );
             cli_ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
         }));
+        rows.extend(exec_rows(&m)?);
         for i in 0..runs {
             let name = format!("machines/d{i}");
             std::fs::write(m(&format!("{name}/ctl")), "kill")?;

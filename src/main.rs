@@ -319,8 +319,15 @@ fn main() -> ExitCode {
         }
         Command::Man => {
             let man = clap_mangen::Man::new(Cli::command());
-            match man.render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            // Into a buffer first, as for completions: `man | head` closes
+            // the pipe early, which is no failure.
+            let mut page = Vec::new();
+            match man.render(&mut page) {
+                Ok(()) => {
+                    use std::io::Write;
+                    let _ = std::io::stdout().write_all(&page);
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("hyperfleet man: {e}");
                     ExitCode::FAILURE

@@ -115,6 +115,23 @@ fn exec_json_form_with_env_timeout_and_json_result() {
     }
     // The last good result is still there.
     assert_eq!(d.read("machines/web/exec"), "hi\n");
+
+    // Past the one-shot cap, output is cut and exec.stderr says so; the
+    // JSON result flags it.
+    d.ok(r#"echo 'sh -c "head -c 17000000 /dev/zero; echo err >&2"' > machines/web/exec"#);
+    assert_eq!(
+        d.ok("wc -c < machines/web/exec").trim(),
+        (16 << 20).to_string()
+    );
+    let stderr = d.read("machines/web/exec.stderr");
+    assert!(
+        stderr.starts_with("err\nhyperfleet: stdout cut at 16 MiB"),
+        "{stderr}"
+    );
+    assert_eq!(
+        d.ok("stat -c %s machines/web/exec.stderr").trim(),
+        stderr.len().to_string()
+    );
 }
 
 #[test]

@@ -49,9 +49,11 @@ impl MachineFs {
             Node::File(_, FileKind::Events) | Node::Events => TTL_LIVE,
             Node::SessionsDir(_) | Node::Session(..) | Node::SessionFile(..) => TTL_LIVE,
             Node::File(_, FileKind::Info) => TTL_STABLE,
+            // The mount point itself: kept briefly, so that `stat` of it
+            // soon says ENOTCONN once the daemon is gone.
+            Node::Root => TTL_STABLE,
             // Fixed for the mount's life.
-            Node::Root
-            | Node::Readme
+            Node::Readme
             | Node::MachinesDir
             | Node::ByStatusDir
             | Node::ByRuntimeDir

@@ -22,9 +22,14 @@ hyperfleet: every machine is a directory.
   cat events                              every change as it happens, one line each; a
                                           machine's own: machines/NAME/events (not listed)
 
+  exec 3< machines/NAME/exec.new; read n <&3   a streaming exec session in
+                                          machines/NAME/sessions/$n: write the command to
+                                          ctl, then stdin; read stdout, stderr, exit
+
 Each machine directory:
-  id config status ctl exec exec.stderr exec.exit info logs error
-  error holds the last failure of an operation on the machine, empty when none.
+  id config status ctl exec exec.stderr exec.exit exec.new info logs error errors sessions/
+  error holds the last failure of an operation on the machine, empty when none;
+  errors the last 20, timestamped.
   poll()/select() on status or error wakes (POLLPRI|POLLERR) when it changes.
 
 Filters:
@@ -56,7 +61,7 @@ pub fn machine_file(core: &Core, m: &Machine, kind: FileKind) -> Vec<u8> {
         FileKind::Status => format!("{}\n", rec.status).into_bytes(),
         FileKind::Ctl => ctl_help(core, m),
         FileKind::Exec => m.last_exec().map(|e| e.stdout.clone()).unwrap_or_default(),
-        FileKind::ExecStderr => m.last_exec().map(|e| e.stderr.clone()).unwrap_or_default(),
+        FileKind::ExecStderr => m.last_exec().map(|e| e.stderr_file()).unwrap_or_default(),
         FileKind::ExecExit => m
             .last_exec()
             .map(|e| format!("{}\n", e.exit_code).into_bytes())
@@ -80,7 +85,7 @@ pub fn file_len(core: &Core, m: &Machine, kind: FileKind) -> u64 {
     let exec = || m.last_exec();
     match kind {
         FileKind::Exec => exec().map_or(0, |e| e.stdout.len() as u64),
-        FileKind::ExecStderr => exec().map_or(0, |e| e.stderr.len() as u64),
+        FileKind::ExecStderr => exec().map_or(0, |e| e.stderr_file_len()),
         other => machine_file(core, m, other).len() as u64,
     }
 }

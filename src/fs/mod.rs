@@ -638,7 +638,13 @@ impl Filesystem for MachineFs {
             let Ok(attr) = self.attr(node, *ino) else {
                 continue;
             };
-            let ttl = self.ttl(node);
+            // `info`'s size needs the runtime, which a listing does not ask:
+            // its attributes here are not to be kept, so that `stat` (tar's)
+            // asks for the real size.
+            let ttl = match node {
+                Node::File(_, FileKind::Info) => std::time::Duration::ZERO,
+                _ => self.ttl(node),
+            };
             if reply.add(
                 INodeNo(*ino),
                 (i + 1) as u64,

@@ -102,6 +102,34 @@ impl ExecOutput {
         }
         buf.extend_from_slice(&data[..data.len().min(room)]);
     }
+
+    /// The line that tells a reader of `exec.stderr` that output was cut
+    /// (the JSON result has flags; a plain reader would not know).
+    pub fn truncation_note(&self) -> Option<String> {
+        let cut = match (self.stdout_truncated, self.stderr_truncated) {
+            (false, false) => return None,
+            (true, false) => "stdout",
+            (false, true) => "stderr",
+            (true, true) => "stdout and stderr",
+        };
+        Some(format!(
+            "hyperfleet: {cut} cut at {} MiB; a session (`hyperfleet exec`, exec.new) streams all of it\n",
+            MAX_EXEC_OUTPUT >> 20
+        ))
+    }
+
+    /// What `exec.stderr` holds: the command's stderr, then the note.
+    pub fn stderr_file(&self) -> Vec<u8> {
+        let mut out = self.stderr.clone();
+        if let Some(note) = self.truncation_note() {
+            out.extend_from_slice(note.as_bytes());
+        }
+        out
+    }
+
+    pub fn stderr_file_len(&self) -> u64 {
+        (self.stderr.len() + self.truncation_note().map_or(0, |n| n.len())) as u64
+    }
 }
 
 /// How the caller wants an exec result back on the same file handle.
@@ -309,6 +337,13 @@ mod tests {
         assert_eq!(out.stdout.len(), MAX_EXEC_OUTPUT);
         assert_eq!(&out.stdout[MAX_EXEC_OUTPUT - 2..], b"ab");
         assert!(out.stdout_truncated);
+        let note = out.truncation_note().expect("a note");
+        assert!(
+            note.starts_with("hyperfleet: stdout cut at 16 MiB"),
+            "{note}"
+        );
+        assert!(out.stderr_file().ends_with(note.as_bytes()));
+        assert_eq!(out.stderr_file_len(), out.stderr_file().len() as u64);
         out.push(true, b"err");
         assert_eq!(out.stderr, b"err");
         assert!(!out.stderr_truncated);
