@@ -168,6 +168,12 @@ fn an_exec_session_from_plain_shell() {
            exec 3<&-
            ls machines/web/sessions | wc -l"#);
     assert_eq!(out, "ctl exit stderr stdin stdout HELLO\ndone\n4\n0\n");
+    // A signal sent the moment the command is started reaches it.
+    let out = d.ok(r#"exec 3< machines/web/exec.new; read n <&3
+           echo 'sleep 30' > machines/web/sessions/$n/ctl
+           echo 'signal TERM' > machines/web/sessions/$n/ctl
+           cat machines/web/sessions/$n/exit"#);
+    assert_eq!(out, "143\n");
     // Stdin before any command, and a bad control once one runs, are refused.
     let stderr = d.fails(
         r#"exec 3< machines/web/exec.new; read n <&3

@@ -219,6 +219,9 @@ async fn exit_code(docker: &Docker, id: &str) -> i64 {
     -1
 }
 
+/// How long a signal waits for its command's process to show.
+const SIGNAL_WAIT: Duration = Duration::from_secs(5);
+
 /// Sends `sig` to an exec's process. The engine has no API for it: as root
 /// the host's kill(2) reaches it; otherwise `kill` runs inside the container.
 async fn signal_exec(
@@ -227,18 +230,28 @@ async fn signal_exec(
     id: &str,
     sig: i32,
 ) -> std::result::Result<(), String> {
-    let exec = docker
-        .inspect_exec(id)
-        .await
-        .map_err(|e| docker_error(e, None).to_string())?;
-    if exec.running != Some(true) {
-        return Ok(());
-    }
-    let pid = exec
-        .pid
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 0)
-        .ok_or("docker did not report the exec's pid")?;
+    // Just after the attach, the engine may not show the process yet: a
+    // signal sent then (`signal TERM` right after the command) must wait
+    // for it rather than be dropped. One that has ended needs none.
+    let deadline = tokio::time::Instant::now() + SIGNAL_WAIT;
+    let pid = loop {
+        let exec = docker
+            .inspect_exec(id)
+            .await
+            .map_err(|e| docker_error(e, None).to_string())?;
+        let pid = exec
+            .pid
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        match (exec.running, exec.exit_code, pid) {
+            (Some(true), _, Some(pid)) => break pid,
+            (_, Some(_), _) => return Ok(()),
+            _ if tokio::time::Instant::now() >= deadline => {
+                return Err("the command has not started in docker yet".into())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
     if process::may_signal(pid) {
         // SAFETY: kill(2) on one positive pid; no memory is touched.
         if unsafe { libc::kill(pid, sig) } != 0 {
