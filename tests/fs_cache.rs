@@ -24,13 +24,10 @@ fn config(image: &str, cmd: &str) -> String {
     format!(r#"{{"image":"{image}","cmd":{cmd}}}"#)
 }
 
-/// `cat` of a file as a child, its lines handed over as they come.
+/// `cat` of a file as a child, its lines handed over as they come; returns
+/// once it waits for the first (so its stream has begun).
 fn follow(d: &Daemon, rel: &str) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = Command::new("cat")
-        .arg(d.mount.join(rel))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cat");
+    let mut child = d.blocked(&format!("exec cat {rel}"));
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -419,6 +416,63 @@ fn a_slow_reader_loses_the_oldest_lines_and_is_told_how_many() {
         "a gap among the kept lines"
     );
     assert!(numbers.len() >= 4096 - 2, "{}", numbers.len());
+}
+
+/// A machine's stream ends with the machine even when the reader fell so
+/// far behind that the `deleted` line itself was lost; `poll()` never calls
+/// it readable for another machine's change.
+#[test]
+fn a_machines_stream_ends_with_it_even_past_lost_lines_and_polls_only_its_own() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = Daemon::start();
+    d.ok("mkdir machines/a machines/b");
+    let mut a = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(d.mount.join("machines/a/events"))
+        .expect("open");
+    let poll_in = |f: &std::fs::File| {
+        let mut p = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n == 1 && p.revents & libc::POLLIN != 0
+    };
+    // b's changes are not a's: not readable, and a read would block.
+    d.fails("echo bogus > machines/b/ctl");
+    assert!(!poll_in(&a), "readable for another machine's change");
+    let mut buf = vec![0; 1 << 20];
+    let err = a.read(&mut buf).expect_err("nothing of a's");
+    assert_eq!(err.raw_os_error(), Some(libc::EAGAIN));
+    d.fails("echo bogus > machines/a/ctl");
+    assert!(poll_in(&a), "not readable for its own change");
+    // a goes, then more changes than a reader may fall behind by.
+    d.ok("rmdir machines/a");
+    d.ok("i=0; while [ $i -lt 4200 ]; do echo x > machines/b/ctl 2>/dev/null; i=$((i+1)); done; true");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        loop {
+            match a.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        tx.send(text).ok();
+    });
+    let text = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a's stream never ended");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains(" - dropped "), "{text}");
+    assert!(text.lines().all(|l| !l.contains(" b ")), "{text}");
 }
 
 /// A machine deleted through REST, where the kernel saw no `rmdir`, is

@@ -52,6 +52,7 @@ impl Core {
         let new = next.clone();
         let old = m.publish(next);
         self.changed(subject, super::events::diff(&old, &new));
+        m.announce_transitions();
         stored
     }
 

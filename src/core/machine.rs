@@ -162,9 +162,9 @@ impl Machine {
         self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Makes `next` the record everyone reads, and tells waiters if the
-    /// status changed; hands back the record it replaced. Only the commit
-    /// path calls this.
+    /// Makes `next` the record everyone reads and logs a status change for
+    /// waiters, who hear of it at [`Machine::wake_waiters`]; hands back the
+    /// record it replaced. Only the commit path calls this.
     pub(super) fn publish(&self, next: MachineRecord) -> MachineRecord {
         // What `info` rendered is out of date now.
         lock(&self.info_cache).take();
@@ -174,19 +174,24 @@ impl Machine {
             std::mem::replace(&mut *r, next)
         };
         if old.status != status {
-            let seq = {
-                let mut t = lock(&self.transitions);
-                t.seq += 1;
-                let seq = t.seq;
-                t.recent.push_back((seq, status));
-                while t.recent.len() > TRANSITIONS_KEPT {
-                    t.recent.pop_front();
-                }
-                seq
-            };
-            self.changed.send_replace(seq);
+            let mut t = lock(&self.transitions);
+            t.seq += 1;
+            let seq = t.seq;
+            t.recent.push_back((seq, status));
+            while t.recent.len() > TRANSITIONS_KEPT {
+                t.recent.pop_front();
+            }
         }
         old
+    }
+
+    /// Announces to `wait`ers the status transitions published so far.
+    /// Called once the kernel has been told of the change, so that a waiter
+    /// that returns and reads `status` through the filesystem sees it.
+    pub(super) fn announce_transitions(&self) {
+        let seq = lock(&self.transitions).seq;
+        self.changed
+            .send_if_modified(|s| std::mem::replace(s, seq) != seq);
     }
 
     /// Cancels a restart the restart policy scheduled; says if there was one.

@@ -263,6 +263,7 @@ async fn wait_sees_a_status_that_came_and_went_before_it_woke() {
     m.publish(rec.clone());
     rec.status = Status::Stopped;
     m.publish(rec);
+    m.announce_transitions();
     wait.await.unwrap().expect("wait running missed it");
 }
 

@@ -56,15 +56,26 @@ impl Core {
 }
 
 /// Resolves once `m` has had status `target` at some moment since the call.
+/// Only transitions announced to waiters count (see
+/// `Machine::announce_transitions`): by then every reader sees them too.
 async fn wait_status(m: &Machine, target: Status) -> Result<()> {
     // Subscribed before the first look, so no change can slip between them.
     let mut rx = m.changed.subscribe();
     let mut seen = {
+        let announced = *rx.borrow_and_update();
         let t = super::machine::lock(&m.transitions);
-        if m.status() == target {
+        // The status as announced: the newest transition up to then; the
+        // record's if nothing was published since; unknown (so not yet the
+        // target: the announcement is imminent) if only newer ones are kept.
+        let now = match t.recent.iter().rev().find(|(seq, _)| *seq <= announced) {
+            Some((_, s)) => Some(*s),
+            None if t.seq == announced => Some(m.status()),
+            None => None,
+        };
+        if now == Some(target) {
             return Ok(());
         }
-        t.seq
+        announced
     };
     loop {
         if m.is_deleted() {
@@ -73,10 +84,14 @@ async fn wait_status(m: &Machine, target: Status) -> Result<()> {
         if rx.changed().await.is_err() {
             return Err(Error::NotFound(m.name().to_string()));
         }
+        let announced = *rx.borrow_and_update();
         let t = super::machine::lock(&m.transitions);
-        if t.recent.iter().any(|(seq, s)| *seq > seen && *s == target) {
+        if t.recent
+            .iter()
+            .any(|(seq, s)| *seq > seen && *seq <= announced && *s == target)
+        {
             return Ok(());
         }
-        seen = t.seq;
+        seen = seen.max(announced);
     }
 }

@@ -9,7 +9,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo};
 use super::inode::{FileKind, Node};
 use super::{content, MachineFs};
 
-const TTL_STABLE: Duration = Duration::from_secs(1);
+pub(super) const TTL_STABLE: Duration = Duration::from_secs(1);
 /// Nodes whose attributes or existence follow machine state.
 const TTL_LIVE: Duration = Duration::ZERO;
 
@@ -132,7 +132,9 @@ impl MachineFs {
             // A stream: its size is whatever a read finds.
             Node::Events => (FileType::RegularFile, 0o444, 0, self.mounted_at),
             Node::RuntimeStatus(k) => {
-                let len = content::runtime_status(&self.core.health(k)).len() as u64;
+                let len = self
+                    .cache
+                    .show(node, content::runtime_status(&self.core.health(k)));
                 (FileType::RegularFile, 0o444, len, self.mounted_at)
             }
             Node::Machine(seq) => {
@@ -169,6 +171,11 @@ impl MachineFs {
                 let size = match kind {
                     FileKind::Logs => m.log().len(),
                     FileKind::Info | FileKind::Events => 0,
+                    // What the kernel caches: the size handed out goes with
+                    // the content reads are served from (see `cache::show`).
+                    k if k.cached() && k != FileKind::ExecStderr => self
+                        .cache
+                        .show(node, content::machine_file(&self.core, &m, k)),
                     other => content::file_len(&self.core, &m, other),
                 };
                 (

@@ -16,15 +16,18 @@
 //!   is done: the kernel drops the pages and attributes, and `poll()`ers
 //!   are woken.
 //!
-//! Names that go away (a deleted machine) are dropped on a thread of their
-//! own: the kernel takes the parent directory's lock to drop a name, and
-//! an `rmdir` holds that lock while it waits for the deletion, whose
-//! `changed` this is.
+//! A machine deleted by our own `rmdir` needs nothing more: the kernel
+//! drops the name itself when the rmdir succeeds (and holds the parent's
+//! lock until then, so dropping it from here would deadlock). One deleted
+//! any other way (REST) has its name dropped on a thread of its own, since
+//! that takes the parent's lock, which a concurrent mkdir or rmdir may
+//! hold; the deletion waits for it, a bounded time, before it is
+//! acknowledged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fuser::{INodeNo, Notifier, PollNotifier};
@@ -79,17 +82,28 @@ impl Key {
     }
 }
 
-/// A name to drop from the kernel's cache: (directory, name).
-type Forget = (INodeNo, OsString);
+/// A name to drop from the kernel's cache: (directory, name), and who to
+/// tell once it is.
+type Forget = (INodeNo, OsString, mpsc::SyncSender<()>);
+
+/// How long a deletion waits for the kernel to drop the name: a concurrent
+/// mkdir or rmdir holds the lock that takes, and an rmdir may take seconds.
+const FORGET_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub(super) struct Coherence {
     notifier: OnceLock<Notifier>,
     /// Changes under way, by subject (a delete may overlap an exec).
     flux: Mutex<HashMap<Key, u32>>,
-    /// Who waits in `poll()` for a change of a subject.
-    pollers: Mutex<HashMap<Key, Vec<PollNotifier>>>,
+    /// Who waits in `poll()` for a change of a subject, by the kernel's
+    /// poll handle (one per open file: a file polled again and again
+    /// replaces its registration rather than adding one each time).
+    pollers: Mutex<HashMap<Key, HashMap<u64, PollNotifier>>>,
     forget: OnceLock<mpsc::Sender<Forget>>,
+    /// Machines being deleted by our `rmdir`, whose names the kernel drops.
+    rmdirs: Mutex<HashSet<u64>>,
+    /// By inode: the content whose size the kernel was last given.
+    shown: Mutex<HashMap<u64, Arc<[u8]>>>,
 }
 
 impl Coherence {
@@ -100,10 +114,11 @@ impl Coherence {
         let spawned = std::thread::Builder::new()
             .name("fs-forget".into())
             .spawn(move || {
-                for (dir, name) in rx {
+                for (dir, name, done) in rx {
                     if let Err(e) = n.inval_entry(dir, &name) {
                         tracing::debug!("cannot drop {name:?} from the kernel's cache: {e}");
                     }
+                    let _ = done.try_send(());
                 }
             });
         match spawned {
@@ -128,15 +143,62 @@ impl Coherence {
 
     /// `p` wants to hear of the next change of `key`.
     pub fn watch(&self, key: Key, p: PollNotifier) {
-        lock(&self.pollers).entry(key).or_default().push(p);
+        lock(&self.pollers)
+            .entry(key)
+            .or_default()
+            .insert(p.handle().0, p);
     }
 
     /// Wakes whoever polls for `key`; each poll call registers anew.
     pub fn wake(&self, key: Key) {
         let waiting = lock(&self.pollers).remove(&key).unwrap_or_default();
-        for p in waiting {
+        for p in waiting.into_values() {
             // The poller may be gone (its file closed): nothing to wake.
             let _ = p.notify();
+        }
+    }
+
+    /// Hands the kernel `node`'s size: remembers the content it is the
+    /// size of, which reads of the node are then served from until the
+    /// kernel is handed another size.
+    ///
+    /// The kernel takes a file's size from its attributes and its bytes
+    /// from a READ, two requests. A change between them (a reader that
+    /// passed the size check just before it) would otherwise cut the new
+    /// content to the old size: `starting` read as `startin`. Serving the
+    /// content that goes with the size the kernel holds makes each read
+    /// whole; the kernel asks for the size again once it is invalidated
+    /// (every reader of a whole file reads past the size it knows).
+    pub fn show(&self, node: Node, content: Vec<u8>) -> u64 {
+        let mut shown = lock(&self.shown);
+        let len = content.len() as u64;
+        shown.insert(node.ino(), content.into());
+        len
+    }
+
+    /// The content the kernel holds the size of, if it was handed one.
+    pub fn shown(&self, node: Node) -> Option<Arc<[u8]>> {
+        lock(&self.shown).get(&node.ino()).cloned()
+    }
+
+    /// Our `rmdir` of machine `seq` is under way: see the module's doc.
+    pub fn rmdir_begins(&self, seq: u64) {
+        lock(&self.rmdirs).insert(seq);
+    }
+
+    pub fn rmdir_ends(&self, seq: u64) {
+        lock(&self.rmdirs).remove(&seq);
+    }
+
+    /// Drops `machines/<name>` from the kernel's cache, waiting (bounded)
+    /// until it is done.
+    fn forget_name(&self, name: &str) {
+        let Some(tx) = self.forget.get() else { return };
+        let (done, forgotten) = mpsc::sync_channel(1);
+        let dir = INodeNo(Node::MachinesDir.ino());
+        if tx.send((dir, name.into(), done)).is_ok() && forgotten.recv_timeout(FORGET_WAIT).is_err()
+        {
+            tracing::debug!("{name:?} not yet dropped from the kernel's cache");
         }
     }
 
@@ -167,12 +229,16 @@ impl Observer for Coherence {
         if !matches!(what, [Happening::Created]) {
             self.inval(&key.nodes(), true);
         }
-        if let (Subject::Machine { name, .. }, true) = (
+        if let (Subject::Machine { seq, name, .. }, true) = (
             subject,
             what.iter().any(|w| matches!(w, Happening::Deleted { .. })),
         ) {
-            if let Some(tx) = self.forget.get() {
-                let _ = tx.send((INodeNo(Node::MachinesDir.ino()), name.as_str().into()));
+            if !lock(&self.rmdirs).contains(seq) {
+                self.forget_name(name.as_str());
+            }
+            let mut shown = lock(&self.shown);
+            for node in key.nodes() {
+                shown.remove(&node.ino());
             }
         }
         {

@@ -12,12 +12,15 @@ use tokio::sync::watch;
 use super::handles::Handle;
 use super::requester::Requester;
 use super::MachineFs;
-use crate::core::Subscription;
+use crate::core::{Machine, Subscription};
 use crate::model::{Event, Happening};
+
+/// How much `poll()` takes ahead into a file's pending lines.
+const READ_AHEAD: usize = 64 * 1024;
 
 pub(super) struct EventsFile {
     /// Only this machine's events (and the marker), or every event.
-    only: Option<u64>,
+    only: Option<Arc<Machine>>,
     state: tokio::sync::Mutex<Stream>,
     /// Set when the file is closed, so a read still waiting gives up.
     closed: watch::Sender<bool>,
@@ -35,19 +38,24 @@ impl EventsFile {
         self.closed.send_replace(true);
     }
 
-    /// Whether a read would return at once.
+    /// Whether a read would return at once. Events this file does not
+    /// want are passed over first, so that it never reports a machine's
+    /// stream readable for another machine's change.
     pub fn readable(&self) -> bool {
         match self.state.try_lock() {
-            Ok(s) => !s.pending.is_empty() || s.ended || s.sub.is_ready(),
+            Ok(mut s) => {
+                self.drain(&mut s, READ_AHEAD);
+                !s.pending.is_empty() || s.ended
+            }
             // A read holds it: it will be answered, and a poller told then.
             Err(_) => false,
         }
     }
 
     fn wants(&self, e: &Event) -> bool {
-        match (self.only, e.machine_seq()) {
+        match (&self.only, e.machine_seq()) {
             (None, _) => true,
-            (Some(seq), Some(of)) => seq == of,
+            (Some(m), Some(of)) => m.seq() == of,
             // The marker of lost lines concerns every reader.
             (Some(_), None) => matches!(e.what, Happening::Dropped(_)),
         }
@@ -66,8 +74,13 @@ impl EventsFile {
             return;
         }
         s.pending.extend_from_slice(e.line().as_bytes());
-        if self.only.is_some() && matches!(e.what, Happening::Deleted { .. }) {
-            s.ended = true;
+        let Some(m) = &self.only else { return };
+        match e.what {
+            Happening::Deleted { .. } => s.ended = true,
+            // Lost lines may have held the deletion: the stream ends all the
+            // same if the machine is gone.
+            Happening::Dropped(_) if m.is_deleted() => s.ended = true,
+            _ => {}
         }
     }
 
@@ -101,15 +114,17 @@ impl EventsFile {
 
 impl MachineFs {
     pub(super) fn open_events(&self, only: Option<u64>, fopen: FopenFlags, reply: ReplyOpen) {
-        if let Some(seq) = only {
-            if let Err(e) = self.machine(seq) {
-                return reply.error(e);
-            }
-        }
+        // Subscribed before the machine is looked up: a deletion right
+        // after the look is then in the stream, which it ends.
+        let sub = self.core.subscribe();
+        let only = match only.map(|seq| self.machine(seq)).transpose() {
+            Ok(m) => m,
+            Err(e) => return reply.error(e),
+        };
         let file = EventsFile {
             only,
             state: tokio::sync::Mutex::new(Stream {
-                sub: self.core.subscribe(),
+                sub,
                 pending: Vec::new(),
                 ended: false,
             }),

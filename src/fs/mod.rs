@@ -163,7 +163,7 @@ impl Filesystem for MachineFs {
         match res {
             Ok((node, attr)) => {
                 let ttl = self.ttl(node);
-                reply.entry(&ttl, &attr, Generation(0))
+                reply.entry_with_ttls(&first_attr_ttl(ttl), &ttl, &attr, Generation(0))
             }
             Err(e) => reply.error(e),
         }
@@ -262,7 +262,12 @@ impl Filesystem for MachineFs {
                 Ok(m) => {
                     made.note(m.seq(), pid);
                     let attr = attr::new_machine_dir(&m, uid, gid);
-                    reply.entry(&cache::TTL_CACHED, &attr, Generation(0))
+                    reply.entry_with_ttls(
+                        &first_attr_ttl(cache::TTL_CACHED),
+                        &cache::TTL_CACHED,
+                        &attr,
+                        Generation(0),
+                    )
                 }
                 Err(e) => reply.error(errno(&e)),
             }
@@ -285,8 +290,13 @@ impl Filesystem for MachineFs {
         };
         let core = self.core.clone();
         let who = Requester::of(req);
+        let cache = self.cache.clone();
+        let seq = m.seq();
+        cache.rmdir_begins(seq);
         self.rt.spawn(async move {
-            match who.unless_killed(core.delete(&m)).await {
+            let res = who.unless_killed(core.delete(&m)).await;
+            cache.rmdir_ends(seq);
+            match res {
                 Ok(Ok(())) => reply.ok(),
                 Ok(Err(e)) => reply.error(errno(&e)),
                 Err(e) => reply.error(e),
@@ -448,9 +458,12 @@ impl Filesystem for MachineFs {
             // is what the file says now, not what it said at this open.
             let node = f.node;
             drop(f);
-            let content = match self.open_static(node) {
-                Ok(c) => c,
-                Err(e) => return reply.error(e),
+            let content = match self.cache.shown(node) {
+                Some(c) => c.to_vec(),
+                None => match self.open_static(node) {
+                    Ok(c) => c,
+                    Err(e) => return reply.error(e),
+                },
             };
             let start = (offset as usize).min(content.len());
             let end = start.saturating_add(size as usize).min(content.len());
@@ -643,7 +656,7 @@ impl Filesystem for MachineFs {
             // asks for the real size.
             let ttl = match node {
                 Node::File(_, FileKind::Info) => std::time::Duration::ZERO,
-                _ => self.ttl(node),
+                _ => first_attr_ttl(self.ttl(node)),
             };
             if reply.add(
                 INodeNo(*ino),
@@ -686,4 +699,14 @@ impl Filesystem for MachineFs {
         self.handles.remove(fh);
         reply.ok();
     }
+}
+
+/// How long attributes handed out with a name (LOOKUP, READDIRPLUS) may be
+/// kept. The kernel guards the attributes of an inode it knows against a
+/// reply that an invalidation overtook, but not those of an inode that
+/// reply creates: a change landing while it is in flight would otherwise
+/// leave a stale size cached for an hour. The first GETATTR after this
+/// (guarded, since the inode is known by then) gets the long lifetime.
+fn first_attr_ttl(ttl: std::time::Duration) -> std::time::Duration {
+    ttl.min(attr::TTL_STABLE)
 }
