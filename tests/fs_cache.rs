@@ -116,10 +116,16 @@ fn readers_hammering_status_see_only_values_the_machine_had() {
     };
     let fail_cfg = config(&image, FAILS);
     let forever_cfg = config(&image, FOREVER);
-    step(&format!("printf '%s' '{fail_cfg}' > machines/m/config"), &[]);
+    step(
+        &format!("printf '%s' '{fail_cfg}' > machines/m/config"),
+        &[],
+    );
     // It fails by itself: announced in `events` means visible at once.
     step("echo start > machines/m/ctl", &["running", "failed"]);
-    step(&format!("printf '%s' '{forever_cfg}' > machines/m/config"), &[]);
+    step(
+        &format!("printf '%s' '{forever_cfg}' > machines/m/config"),
+        &[],
+    );
     step("echo start > machines/m/ctl", &["running"]);
     step("echo stop > machines/m/ctl", &["stopped"]);
     step("echo start > machines/m/ctl", &["running"]);
@@ -165,7 +171,9 @@ fn readers_hammering_status_see_only_values_the_machine_had() {
         let mut at = 0;
         for (before, v, after) in thread {
             reads += 1;
-            let v = v.strip_suffix('\n').unwrap_or_else(|| panic!("torn read {v:?}"));
+            let v = v
+                .strip_suffix('\n')
+                .unwrap_or_else(|| panic!("torn read {v:?}"));
             match statuses[at..].iter().position(|s| s == v) {
                 Some(i) => at += i,
                 None => panic!("read {v:?} after {:?}: {:?}", statuses[at], statuses),
@@ -261,7 +269,10 @@ fn poll_wakes_when_status_or_error_change() {
     // Each wake-up shows a new status, until running.
     let mut shown = Vec::new();
     while shown.last().map(String::as_str) != Some("running\n") {
-        assert!(poll_pri(status.as_raw_fd(), 30_000), "no wake-up after {shown:?}");
+        assert!(
+            poll_pri(status.as_raw_fd(), 30_000),
+            "no wake-up after {shown:?}"
+        );
         shown.push(reread(&mut status));
     }
     starter.join().expect("start");
@@ -294,16 +305,16 @@ fn events_give_each_reader_its_own_stream_in_order() {
     let late_rest: Vec<String> = (0..3).map(|_| next_line(&late_rx, "late")).collect();
     // The same changes, in the same order, for both.
     assert_eq!(rest, late_rest);
-    let whats: Vec<String> = rest
-        .iter()
-        .map(|l| fields(l)[1..3].join(" "))
-        .collect();
+    let whats: Vec<String> = rest.iter().map(|l| fields(l)[1..3].join(" ")).collect();
     assert_eq!(whats, ["a error", "a deleted", "b deleted"]);
     assert!(fields(&rest[0])[3].contains("bogus"), "{}", rest[0]);
     // Every line starts with an ISO-8601 time.
     for l in &rest {
         let t = fields(l)[0];
-        assert!(t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{l}");
+        assert!(
+            t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{l}"
+        );
     }
     early.kill().ok();
     late.kill().ok();

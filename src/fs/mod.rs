@@ -633,7 +633,14 @@ impl Filesystem for MachineFs {
                 continue;
             };
             let ttl = self.ttl(node);
-            if reply.add(INodeNo(*ino), (i + 1) as u64, name, &ttl, &attr, Generation(0)) {
+            if reply.add(
+                INodeNo(*ino),
+                (i + 1) as u64,
+                name,
+                &ttl,
+                &attr,
+                Generation(0),
+            ) {
                 break;
             }
         }
