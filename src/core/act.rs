@@ -24,7 +24,7 @@ impl Core {
                 runtime: kind.to_string(),
                 operation: verb.name().into(),
             };
-            return self.outcome(m, Err(err)).await;
+            return Err(self.report(m, err).await);
         }
         if let Action::Wait { target, timeout } = action {
             // Changes nothing, so nothing to protect: an abandoned wait ends
