@@ -267,6 +267,42 @@ async fn wait_sees_a_status_that_came_and_went_before_it_woke() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_leaves_the_error_history_and_the_store_alone() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    let mut k = Knobs::default();
+    k.ops.insert(
+        "start".into(),
+        OpKnob {
+            fail: Some("port 8080 is already allocated".into()),
+            ..Default::default()
+        },
+    );
+    r.knobs(k);
+    r.core.act(&m, Action::Start).await.unwrap_err();
+    let before = m.snapshot();
+    assert!(before.error.contains("port 8080"), "{}", before.error);
+    let err = r
+        .core
+        .act(
+            &m,
+            Action::Wait {
+                target: WaitTarget::Status(Status::Running),
+                timeout: Duration::from_millis(50),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::ETIMEDOUT);
+    // The caller heard the timeout; the machine's history did not change.
+    assert_eq!(m.snapshot(), before);
+    let stored = restart(&r).await.get("vm").unwrap().snapshot();
+    assert_eq!(stored.error, before.error);
+    assert_eq!(stored.errors, before.errors);
+    assert_eq!(stored.updated_ms, before.updated_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
     let r = rig();
     let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
