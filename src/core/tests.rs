@@ -623,6 +623,37 @@ async fn reconcile_puts_down_a_workload_that_never_settles() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_adopts_a_workload_its_runtimes_restart_policy_is_restarting() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let id = m.id();
+    // While no daemon watches, the workload crash-loops under the engine's
+    // own restart policy, which keeps it `restarting` most of the time.
+    let set_state = |state: &str, code: i64| {
+        let mut s = r.fake.state(&id).unwrap();
+        s.state = state.into();
+        s.exit_code = code;
+        let path = r.fake.dir().join(format!("{id}.json"));
+        std::fs::write(path, serde_json::to_vec(&s).unwrap()).unwrap();
+    };
+    set_state("restarting", 1);
+    let core = restart(&r).await;
+    // Settled at the first look: it is the policy's, and runs as far as
+    // anyone is concerned; nothing waits for it to settle or puts it down.
+    assert!(core.reconcile(false).await);
+    let m2 = core.get("vm").unwrap();
+    assert_eq!(m2.status(), Status::Running);
+    assert!(m2.live().is_some(), "the run is not followed");
+    assert_eq!(r.engine_state(&m2).as_deref(), Some("restarting"));
+    assert_eq!(r.fake.state(&id).unwrap().starts, 1, "started by reconcile");
+    // Its exit watcher follows it: when it ends for good, that is recorded.
+    set_state("exited", 3);
+    eventually("the exit recorded", || m2.status() == Status::Failed).await;
+    assert_eq!(m2.snapshot().exit, Some(Exit::Code(3)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_removes_orphans_and_never_starts_anything() {
     let r = rig();
     let m = r.machine("vm").await;

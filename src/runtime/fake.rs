@@ -401,6 +401,7 @@ impl Runtime for FakeRuntime {
                 "running" => Observed::Running,
                 "paused" => Observed::Paused,
                 "created" => Observed::Transitional("created".into()),
+                "restarting" => Observed::Restarting,
                 _ => Observed::Exited {
                     exit: Exit::Code(s.exit_code),
                     reason: None,

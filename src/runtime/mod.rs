@@ -36,9 +36,13 @@ use crate::model::{
 pub enum Observed {
     Running,
     Paused,
-    /// Between states (Docker's created, restarting, removing): not yet
-    /// known. Whoever asked looks again later rather than record a guess.
+    /// Between states (Docker's created, removing): not yet known. Whoever
+    /// asked looks again later rather than record a guess.
     Transitional(String),
+    /// Between two runs of the runtime's own restart policy (Docker's
+    /// restarting). The policy owns the workload and brings it back by
+    /// itself, so it counts as running: putting it down would fight it.
+    Restarting,
     Exited {
         exit: Exit,
         reason: Option<String>,

@@ -265,7 +265,10 @@ async fn remove_container(docker: &Docker, name_or_id: &str) -> Result<()> {
 }
 
 fn is_running(c: &ContainerInspectResponse) -> bool {
-    matches!(observed(c), Observed::Running | Observed::Paused)
+    matches!(
+        observed(c),
+        Observed::Running | Observed::Paused | Observed::Restarting
+    )
 }
 
 #[async_trait]
