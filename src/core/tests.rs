@@ -303,6 +303,32 @@ async fn a_wait_leaves_the_error_history_and_the_store_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_info_taken_across_a_change_is_not_kept() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let fresh = Duration::from_secs(60);
+    r.knobs(hang("info"));
+    let reading = r.core.info_text(&m, fresh);
+    tokio::pin!(reading);
+    // Polled once: it has taken the machine as it is (running) and now
+    // waits on the runtime.
+    tokio::select! {
+        biased;
+        _ = &mut reading => panic!("info did not wait for the runtime"),
+        _ = std::future::ready(()) => {}
+    }
+    r.core.act(&m, Action::Stop).await.unwrap();
+    r.knobs(Knobs::default());
+    let stale = reading.await.unwrap();
+    assert!(String::from_utf8_lossy(&stale).contains(r#""status": "running""#));
+    // The next reader sees the change, not what was rendered before it.
+    let text = r.core.info_text(&m, fresh).await.unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains(r#""status": "stopped""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
     let r = rig();
     let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
