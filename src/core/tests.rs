@@ -329,6 +329,25 @@ async fn an_info_taken_across_a_change_is_not_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_finds_its_machine_even_when_another_is_named_after_it() {
+    let r = rig();
+    let victim = r.machine("victim").await;
+    let id = victim.id();
+    let namesake = r
+        .core
+        .create(id.as_bytes(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(r.core.find(&id).unwrap().name(), victim.name());
+    // The namesake is still found by its own id, and by name where no id
+    // is meant (the filesystem).
+    assert_eq!(r.core.find(&namesake.id()).unwrap().name(), namesake.name());
+    assert_eq!(r.core.get(&id).unwrap().id(), namesake.id());
+    assert_eq!(r.core.find("victim").unwrap().id(), id);
+    assert_eq!(r.core.find("nobody").unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
     let r = rig();
     let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
