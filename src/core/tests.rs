@@ -452,12 +452,24 @@ async fn an_old_runs_exit_never_touches_a_new_run() {
     r.core.act(&m, Action::Start).await.unwrap();
     let first = m.live().unwrap();
     r.core.act(&m, Action::Restart).await.unwrap();
-    // The first run's runtime still answers for the machine's workload; its
-    // watcher is stale and must not report anything.
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = m.live().unwrap();
+    assert!(!Arc::ptr_eq(&first, &second), "the restart made no new run");
+    // To the first run's runtime, its workload has exited (a later run
+    // replaced it): its watcher, now stale, sees that exit and must let it
+    // go rather than record it over the new run.
+    assert!(matches!(
+        first.observe().await.unwrap(),
+        crate::runtime::Observed::Exited { .. }
+    ));
+    // The watcher (and the output follower) hold the first runtime until
+    // they are done with it.
+    eventually("the first run's watcher ended", || {
+        Arc::strong_count(&first) == 1
+    })
+    .await;
     assert_eq!(m.status(), Status::Running);
     assert_eq!(m.snapshot().error, "");
+    assert_eq!(m.snapshot().exit, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
