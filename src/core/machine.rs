@@ -162,6 +162,11 @@ impl Machine {
         self.op.current()
     }
 
+    /// The live facts its current runtime holds, without asking it anything.
+    pub fn known(&self) -> crate::runtime::Known {
+        self.live().map(|rt| rt.known()).unwrap_or_default()
+    }
+
     pub(super) fn live(&self) -> Option<Arc<dyn Runtime>> {
         lock(&self.live).clone()
     }

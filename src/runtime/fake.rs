@@ -312,6 +312,15 @@ impl Runtime for FakeRuntime {
         self.kind
     }
 
+    /// What `info` says of the handle, once this runtime made a run.
+    fn known(&self) -> super::Known {
+        let started = self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        super::Known {
+            container_id: started.then(|| self.path().display().to_string()),
+            pid: None,
+        }
+    }
+
     async fn start(&self) -> Result<()> {
         self.spec.check_complete()?;
         self.notes.note("fake engine: starting");

@@ -51,6 +51,17 @@ pub enum Observed {
     Missing,
 }
 
+/// Live facts a runtime already holds, learned when it made or last looked
+/// at its workload: had without asking the engine anything, so a list of
+/// every machine can show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The container of the current or last run.
+    pub container_id: Option<String>,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
+}
+
 /// Live facts for `info`. Fields a runtime does not know stay `None`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RuntimeInfo {
@@ -220,6 +231,10 @@ pub trait Runtime: Send + Sync {
     /// runtimes whose workload has one.
     fn agent_state(&self) -> Option<&'static str> {
         None
+    }
+    /// The live facts at hand, without a call to the engine.
+    fn known(&self) -> Known {
+        Known::default()
     }
     /// Blocks until the guest agent answers.
     async fn wait_agent(&self, _timeout: Duration) -> Result<()> {
