@@ -271,3 +271,34 @@ fn events_prints_changes_as_they_happen_and_a_machines_stream_ends_with_it() {
     let err = d.fails("$HF events nosuch");
     assert!(err.contains("no machine named \"nosuch\""), "{err}");
 }
+
+#[test]
+fn ps_shows_a_machine_it_cannot_read_and_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    d.ok("mkdir machines/web");
+    // Another user may reach the mount (a root daemon lets every user in),
+    // but not `config`, which is the owner's alone.
+    let parent = d.mount.parent().expect("mount parent");
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = d.sh("setpriv --reuid=65534 --regid=65534 --clear-groups $HF ps -a");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [["web", "?", "pending", "-", "?"]],
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot read web/config") && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+    // As its owner, nothing is unknown.
+    let own = d.ok("$HF ps -a");
+    assert!(!own.contains('?'), "{own}");
+}

@@ -486,36 +486,3 @@ fn the_tree_cannot_be_renamed_added_to_or_removed_from() {
     assert_eq!(d.read("machines/a/id"), id);
     assert_eq!(d.ok("ls by-status/pending"), "a\nb\n");
 }
-
-#[test]
-fn a_start_runs_to_completion_when_its_writer_is_killed() {
-    require_docker();
-    // Slow store writes keep the start in flight long enough to kill its
-    // writer in the middle of it.
-    let d = Daemon::start_with_env(&[("HYPERFLEET_TEST_STORE_DELAY_MS", "700")]);
-    d.machine("web", r#"["sleep","600"]"#);
-    let out = d.ok("/bin/echo start > machines/web/ctl &
-         writer=$!
-         # In flight: the daemon has begun it (status `starting`).
-         end=$(( $(date +%s) + 30 ))
-         until [ \"$(cat machines/web/status)\" = starting ]; do
-           [ $(date +%s) -lt $end ] || { echo never-starting; exit 1; }
-           sleep 0.02
-         done
-         kill -9 $writer
-         wait $writer
-         echo writer-exit=$?
-         /bin/echo 'wait running 60' > machines/web/ctl && cat machines/web/status");
-    // 137: SIGKILL ended the writer before its write returned.
-    assert_eq!(out, "writer-exit=137\nrunning\n");
-    assert_eq!(d.read("machines/web/error"), "");
-    let ctrs = d.containers();
-    assert_eq!(ctrs.len(), 1, "one start, one container: {ctrs:?}");
-    assert_eq!(docker_state(&ctrs[0]), "running");
-    assert_eq!(handle(&d, "web"), ctrs[0]);
-    assert_eq!(
-        d.ok("echo 'echo alive' > machines/web/exec && cat machines/web/exec"),
-        "alive\n"
-    );
-    d.ok("echo kill > machines/web/ctl");
-}

@@ -104,6 +104,20 @@ fn mkdir_p_inside_a_machine_creates_nothing() {
 }
 
 #[test]
+fn a_mkdir_inside_a_fresh_machine_by_an_unseen_process_deletes_nothing() {
+    // In a pid namespace of its own, the daemon cannot see the test's
+    // processes: each request comes with pid 0, as requests from other
+    // containers do for a daemon in one. Two unrelated processes then look
+    // like one, yet the second's failed mkdir must not undo the first's.
+    let d = Daemon::start_under(&["unshare", "--pid", "--fork", "--kill-child=SIGTERM"], &[]);
+    d.ok("mkdir machines/x");
+    let stderr = d.fails("mkdir machines/x/y");
+    expect_errno(&stderr, "Operation not permitted");
+    assert_eq!(d.ok("ls machines"), "x\n");
+    assert_eq!(d.read("machines/x/status"), "pending\n");
+}
+
+#[test]
 fn a_broken_config_fails_the_write_that_ends_it() {
     let d = Daemon::start();
     d.ok("mkdir machines/web");

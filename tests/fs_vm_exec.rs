@@ -124,7 +124,8 @@ fn exec_in_a_vm_behaves_as_in_a_container() {
     let code = |s: &str| d.sh(s).status.code();
     assert_eq!(code("$HF exec vm sh -c 'exit 7'"), Some(7));
     assert_eq!(code("$HF exec --timeout 1 vm sleep 300"), Some(124));
-    assert_eq!(code("$HF exec vm no-such-command"), Some(126));
+    // As in a shell: no such command is 127, the same as `exec` reports.
+    assert_eq!(code("$HF exec vm no-such-command"), Some(127));
     assert_eq!(d.ok("printf 'a\\nb\\n' | $HF exec vm wc -l").trim(), "2");
     let out = d.sh("$HF exec vm sh -c 'echo o; echo e >&2'");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "o\n");

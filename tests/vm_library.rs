@@ -211,6 +211,39 @@ async fn a_cloud_hypervisor_machine_from_rust() {
     vm.remove().await.unwrap();
 }
 
+#[tokio::test]
+async fn a_cloud_hypervisor_stop_with_a_wedged_api_signals_the_vmm_in_time() {
+    let Some(bin) = cloud_hypervisor_bin() else {
+        return;
+    };
+    let dir = runtime_dir();
+    let _cleanup = KillVmmsIn(dir.path().to_owned());
+    let config = cloud_hypervisor::Config::new(&bin, dir.path(), test_kernel())
+        .with_cpus(1, 1)
+        .with_memory_mib(64, None);
+    let vm = cloud_hypervisor::Machine::new(config);
+    vm.start().await.unwrap();
+    let pid = vm.process().unwrap().pid();
+    // Stopped, the VMM lives on but its API answers nothing, as a
+    // deadlocked one's would.
+    // SAFETY: kill(2) on the VMM this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+    // What the core gives a stop before it gives up and says the machine
+    // still runs: the stop must have signalled the VMM by then.
+    let budget = hyperfleet::core::Settings::default().call_deadline
+        + hyperfleet::model::action::DEFAULT_SHUTDOWN_GRACE;
+    let began = std::time::Instant::now();
+    match tokio::time::timeout(budget, vm.stop()).await {
+        Ok(res) => res.unwrap(),
+        Err(_) => panic!(
+            "the stop was still talking to a wedged API after {:?}",
+            began.elapsed()
+        ),
+    }
+    assert!(!alive(pid), "the VMM outlived its stop");
+    assert!(vm.process().is_none());
+}
+
 /// A stand-in VMM: a process that never serves anything itself.
 fn idle_vmm(dir: &Path) -> PathBuf {
     script(dir, "idle-vmm", "exec sleep 60")

@@ -25,11 +25,36 @@ fn names(mount: &Mount) -> Result<Vec<String>, Failure> {
     Ok(names)
 }
 
-/// One row of `ps`: what the machine's files say.
+/// Shown in `ps` for what a machine's files would not say.
+const UNKNOWN: &str = "?";
+
+/// One row of `ps`: what the machine's files say. A file that cannot be
+/// read (`config` is its owner's alone) leaves [`UNKNOWN`] in its columns
+/// and is said on stderr: the machine is never left out unsaid. `None`
+/// only for a machine removed since it was listed.
 fn row(mount: &Mount, name: &str) -> Option<Value> {
-    let status = read(mount, name, "status").ok()?.trim().to_owned();
-    let config: Value = serde_json::from_str(&read(mount, name, "config").ok()?).ok()?;
-    let id = read(mount, name, "id").ok()?.trim().to_owned();
+    let unreadable = |file: &str, e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound && !mount.machine(name).exists() {
+            return None;
+        }
+        eprintln!("hyperfleet: ps: cannot read {name}/{file}: {e}");
+        Some(UNKNOWN.to_owned())
+    };
+    let file = |file: &str| match std::fs::read_to_string(mount.file(name, file)) {
+        Ok(text) => Some(text),
+        Err(e) => unreadable(file, e),
+    };
+    let status = file("status")?.trim().to_owned();
+    let config = file("config")?;
+    let config: Value = match serde_json::from_str(&config) {
+        Ok(v) => v,
+        Err(e) if config != UNKNOWN => {
+            eprintln!("hyperfleet: ps: {name}/config is not JSON: {e}");
+            Value::Null
+        }
+        Err(_) => Value::Null,
+    };
+    let id = file("id")?.trim().to_owned();
     // Live facts only for what runs: `info` asks the runtime.
     let info: Value = if matches!(status.as_str(), "running" | "paused") {
         read(mount, name, "info")
@@ -39,12 +64,17 @@ fn row(mount: &Mount, name: &str) -> Option<Value> {
     } else {
         Value::Null
     };
-    let runtime = config["runtime_type"].as_str().unwrap_or("").to_owned();
-    let what = config["image"]
-        .as_str()
-        .or_else(|| config["kernel_image_path"].as_str())
-        .unwrap_or("")
-        .to_owned();
+    let (runtime, what) = if config.is_null() {
+        (UNKNOWN.to_owned(), UNKNOWN.to_owned())
+    } else {
+        let runtime = config["runtime_type"].as_str().unwrap_or("").to_owned();
+        let what = config["image"]
+            .as_str()
+            .or_else(|| config["kernel_image_path"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        (runtime, what)
+    };
     let uptime = info["started_at_ms"].as_i64().map(|ms| {
         let now = crate::model::now_ms();
         human((now - ms).max(0) as u64 / 1000)
@@ -94,9 +124,10 @@ pub fn ps(mount: &Mount, all: bool, json: bool) -> Result<(), Failure> {
         .iter()
         .filter_map(|n| row(mount, n))
         .filter(|r| {
+            // A machine whose status is unknown may well be running.
             all || matches!(
                 r["status"].as_str(),
-                Some("running" | "paused" | "starting" | "stopping")
+                Some("running" | "paused" | "starting" | "stopping" | UNKNOWN)
             )
         })
         .collect();

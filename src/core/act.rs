@@ -12,26 +12,29 @@ use crate::model::{Action, Status, Verb};
 
 impl Core {
     /// Runs one action on a machine to completion. Its failure is recorded
-    /// in the machine's `error` as well as returned.
+    /// in the machine's `error` as well as returned, except a wait's.
     pub async fn act(self: &Arc<Self>, m: &Arc<Machine>, action: Action) -> Result<()> {
         if m.is_deleted() {
             return Err(Error::NotFound(m.name().to_string()));
         }
         let kind = m.with_record(|r| r.spec.runtime_type());
         let verb = action.verb();
-        if self.drivers.contains_key(&kind) && !self.verbs(kind).contains(&verb) {
-            let err = Error::Unsupported {
-                runtime: kind.to_string(),
-                operation: verb.name().into(),
-            };
-            return self.outcome(m, Err(err)).await;
-        }
+        let unsupported = self.drivers.contains_key(&kind) && !self.verbs(kind).contains(&verb);
         if let Action::Wait { target, timeout } = action {
+            // A wait only reads: what became of it is its caller's to hear,
+            // not the machine's history. Recorded, a timeout would replace
+            // the failure the user is waiting out, and any reader could make
+            // the store write at will.
+            if unsupported {
+                return Err(unsupported_verb(kind, verb));
+            }
             // Changes nothing, so nothing to protect: an abandoned wait ends
             // with its caller.
             tracing::debug!(machine = %m.name(), ?target, "waiting");
-            let res = self.wait_for(m, target, timeout).await;
-            return self.outcome(m, res).await;
+            return self.wait_for(m, target, timeout).await;
+        }
+        if unsupported {
+            return Err(self.report(m, unsupported_verb(kind, verb)).await);
         }
         // A stop overtakes a start in progress instead of queueing behind a
         // pull that may never end; a kill overtakes a slow stop as well.
@@ -105,6 +108,13 @@ impl Core {
             // Handled before the slot is taken.
             Action::Wait { .. } => Ok(()),
         }
+    }
+}
+
+fn unsupported_verb(kind: crate::model::RuntimeKind, verb: Verb) -> Error {
+    Error::Unsupported {
+        runtime: kind.to_string(),
+        operation: verb.name().into(),
     }
 }
 

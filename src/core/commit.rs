@@ -70,7 +70,10 @@ impl Core {
 
     /// Records `err` as the machine's last failure: one line, whole chain.
     pub(super) async fn note_error(&self, m: &Machine, err: &Error) {
-        let line = err.report().to_string();
+        self.note_line(m, err.report().to_string()).await
+    }
+
+    async fn note_line(&self, m: &Machine, line: String) {
         tracing::info!(machine = %m.name(), id = %m.id(), error = %line, "operation failed");
         if let Err(e) = self.commit(m, |r| r.push_error(line)).await {
             tracing::warn!(machine = %m.name(), "cannot record error: {}", e.report());
@@ -78,10 +81,18 @@ impl Core {
     }
 
     /// Records a failure a front end detected itself (a write too large, a
-    /// malformed command) in the machine's `error`, and hands it back.
-    pub async fn report(&self, m: &Machine, err: Error) -> Error {
-        if !m.is_deleted() {
-            self.note_error(m, &err).await;
+    /// malformed command) in the machine's `error`, and hands it back. The
+    /// record is written on its own task: a caller that stops waiting must
+    /// not leave the store holding an error that memory does not.
+    pub async fn report(self: &Arc<Self>, m: &Arc<Machine>, err: Error) -> Error {
+        if m.is_deleted() {
+            return err;
+        }
+        let (core, machine) = (self.clone(), m.clone());
+        let line = err.report().to_string();
+        let noted = tokio::spawn(async move { core.note_line(&machine, line).await });
+        if let Err(e) = noted.await {
+            tracing::warn!(machine = %m.name(), "cannot record error: {e}");
         }
         err
     }

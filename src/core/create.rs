@@ -12,7 +12,15 @@ impl Core {
     /// Creates a pending machine. The name is reserved while the row is
     /// written, so two creators of one name cannot both win, yet nobody
     /// reading the registry waits for the disk.
-    pub async fn create(&self, raw_name: &[u8], spec: MachineSpec) -> Result<Arc<Machine>> {
+    ///
+    /// The write and the registration run on their own task: a caller that
+    /// stops waiting (a REST client hung up) must not leave a row on disk
+    /// that the registry never learns of, nor its name reserved forever.
+    pub async fn create(
+        self: &Arc<Self>,
+        raw_name: &[u8],
+        spec: MachineSpec,
+    ) -> Result<Arc<Machine>> {
         let name = MachineName::parse(raw_name)?;
         spec.validate()?;
         {
@@ -21,10 +29,19 @@ impl Core {
                 return Err(Error::AlreadyExists(name.to_string()));
             }
         }
+        let core = self.clone();
+        let task = tokio::spawn(async move { core.register(name, spec).await });
+        task.await
+            .map_err(|e| Error::Runtime(format!("create aborted: {e}")))?
+    }
+
+    /// Writes the row of a reserved name and makes the machine visible; the
+    /// reservation ends either way.
+    async fn register(&self, name: MachineName, spec: MachineSpec) -> Result<Arc<Machine>> {
         let id = uuid::Uuid::new_v4().to_string();
         let inserted = self
             .store_blocking({
-                let (id, name, spec) = (id.clone(), name.clone(), spec);
+                let (id, name) = (id.clone(), name.clone());
                 move |store| store.insert(&id, &name, &spec)
             })
             .await;

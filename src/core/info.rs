@@ -31,16 +31,25 @@ impl Core {
         m: &std::sync::Arc<Machine>,
         fresh: std::time::Duration,
     ) -> Result<std::sync::Arc<Vec<u8>>> {
-        if let Some((at, text)) = &*super::machine::lock(&m.info_cache) {
-            if at.elapsed() < fresh {
-                return Ok(text.clone());
+        let epoch = {
+            let cache = super::machine::lock(&m.info_cache);
+            if let Some((at, text)) = &cache.entry {
+                if at.elapsed() < fresh {
+                    return Ok(text.clone());
+                }
             }
-        }
+            cache.epoch
+        };
         let v = self.info(m).await?;
         let mut text = serde_json::to_vec_pretty(&v).map_err(|e| Error::Runtime(e.to_string()))?;
         text.push(b'\n');
         let text = std::sync::Arc::new(text);
-        *super::machine::lock(&m.info_cache) = Some((std::time::Instant::now(), text.clone()));
+        let mut cache = super::machine::lock(&m.info_cache);
+        // A change published while the runtime was asked makes this text
+        // stale: it is answered to this reader, but not kept for the next.
+        if cache.epoch == epoch {
+            cache.entry = Some((std::time::Instant::now(), text.clone()));
+        }
         Ok(text)
     }
 

@@ -54,13 +54,29 @@ pub struct Machine {
     pub(super) restart_pending: Mutex<Option<Cancel>>,
     /// The last `info` rendered, and when: `stat` and `open` of `info`
     /// within a moment of each other see the same bytes.
-    pub(super) info_cache: Mutex<Option<(Instant, Arc<Vec<u8>>)>>,
+    pub(super) info_cache: Mutex<InfoCache>,
     /// Exec sessions, by number.
     pub(super) sessions: Mutex<std::collections::BTreeMap<u64, Arc<super::session::Session>>>,
     pub(super) next_session: AtomicU64,
     /// When reconcile first saw the workload in a transitional state.
     pub(super) transitional_since: Mutex<Option<Instant>>,
     pub(super) log: LogFile,
+}
+
+/// The last `info` rendered, and which version of the machine it shows.
+#[derive(Default)]
+pub(super) struct InfoCache {
+    /// Counts the changes published: an `info` rendered from before one is
+    /// not kept, even if it is done after the change cleared the cache.
+    pub(super) epoch: u64,
+    pub(super) entry: Option<(Instant, Arc<Vec<u8>>)>,
+}
+
+impl InfoCache {
+    fn invalidate(&mut self) {
+        self.epoch += 1;
+        self.entry = None;
+    }
 }
 
 impl std::fmt::Debug for Machine {
@@ -95,7 +111,7 @@ impl Machine {
             restarts: AtomicU32::new(0),
             follower: Mutex::new(None),
             restart_pending: Mutex::new(None),
-            info_cache: Mutex::new(None),
+            info_cache: Mutex::default(),
             sessions: Mutex::default(),
             next_session: AtomicU64::new(1),
             transitional_since: Mutex::new(None),
@@ -146,6 +162,11 @@ impl Machine {
         self.op.current()
     }
 
+    /// The live facts its current runtime holds, without asking it anything.
+    pub fn known(&self) -> crate::runtime::Known {
+        self.live().map(|rt| rt.known()).unwrap_or_default()
+    }
+
     pub(super) fn live(&self) -> Option<Arc<dyn Runtime>> {
         lock(&self.live).clone()
     }
@@ -166,8 +187,9 @@ impl Machine {
     /// waiters, who hear of it at [`Machine::wake_waiters`]; hands back the
     /// record it replaced. Only the commit path calls this.
     pub(super) fn publish(&self, next: MachineRecord) -> MachineRecord {
-        // What `info` rendered is out of date now.
-        lock(&self.info_cache).take();
+        // What `info` rendered is out of date now, and so is whatever a
+        // rendering in progress started from.
+        lock(&self.info_cache).invalidate();
         let status = next.status;
         let old = {
             let mut r = write(&self.record);

@@ -214,17 +214,19 @@ impl Core {
             .ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 
-    /// A machine by name or by id (REST addresses machines either way).
+    /// A machine by id or by name (REST addresses machines either way).
+    /// The id comes first: a name may look like an id, and a machine named
+    /// after another's id must not receive what was meant for that one.
     pub fn find(&self, key: &str) -> Result<Arc<Machine>> {
-        if let Ok(m) = self.get(key) {
-            return Ok(m);
-        }
-        read(&self.registry)
+        let by_id = read(&self.registry)
             .by_seq
             .values()
             .find(|m| m.with_record(|r| r.id == key))
-            .cloned()
-            .ok_or_else(|| Error::NotFound(key.to_owned()))
+            .cloned();
+        match by_id {
+            Some(m) => Ok(m),
+            None => self.get(key),
+        }
     }
 
     pub fn get_by_seq(&self, seq: u64) -> Option<Arc<Machine>> {

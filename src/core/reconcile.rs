@@ -6,8 +6,9 @@
 //! Two rules: nothing is ever started here, so nothing can run twice; and
 //! a machine is recorded as not running only when no workload of it runs
 //! (one that does is re-adopted, or, if it was being stopped, stopped).
-//! A workload in a transitional state (created, restarting, removing) is
-//! not yet known: it is looked at again until it settles.
+//! A workload in a transitional state (created, removing) is not yet
+//! known: it is looked at again until it settles. One its runtime's own
+//! restart policy is restarting counts as running.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -74,6 +75,11 @@ impl Core {
             }
         };
         let observed = match observed {
+            // Between two runs of the runtime's own restart policy (a
+            // crash-looping container Docker backs off for up to a minute):
+            // the policy owns it, so it is adopted as running, never put
+            // down; the exit watcher follows it across its restarts.
+            Observed::Restarting => Observed::Running,
             Observed::Transitional(what) => {
                 let since = *lock(&m.transitional_since).get_or_insert_with(Instant::now);
                 if since.elapsed() < self.settings.transitional_patience {
@@ -188,7 +194,7 @@ impl Core {
                 })
                 .await
             }
-            Observed::Transitional(_) => {}
+            Observed::Transitional(_) | Observed::Restarting => {}
         }
         true
     }

@@ -89,7 +89,12 @@ impl Core {
             let observed =
                 deadline(self.settings.call_deadline, "observe", runtime.observe()).await;
             let (exit, reason) = match observed {
-                Ok(Observed::Running | Observed::Paused | Observed::Transitional(_)) => {
+                Ok(
+                    Observed::Running
+                    | Observed::Paused
+                    | Observed::Restarting
+                    | Observed::Transitional(_),
+                ) => {
                     drop(op);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;

@@ -115,7 +115,10 @@ impl Core {
         )
         .await?;
         match deadline(call, "observe", runtime.observe()).await? {
-            Observed::Running | Observed::Paused | Observed::Transitional(_) => {
+            Observed::Running
+            | Observed::Paused
+            | Observed::Restarting
+            | Observed::Transitional(_) => {
                 deadline(call, "kill", runtime.kill()).await?;
                 match deadline(call, "observe", runtime.observe()).await? {
                     Observed::Exited { .. } | Observed::Missing => Ok(()),

@@ -268,9 +268,93 @@ async fn wait_sees_a_status_that_came_and_went_before_it_woke() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
+async fn a_wait_leaves_the_error_history_and_the_store_alone() {
     let r = rig();
-    let m = r.machine_with("vm", r#","restart":"on-failure""#).await;
+    let m = r.machine("vm").await;
+    let mut k = Knobs::default();
+    k.ops.insert(
+        "start".into(),
+        OpKnob {
+            fail: Some("port 8080 is already allocated".into()),
+            ..Default::default()
+        },
+    );
+    r.knobs(k);
+    r.core.act(&m, Action::Start).await.unwrap_err();
+    let before = m.snapshot();
+    assert!(before.error.contains("port 8080"), "{}", before.error);
+    let err = r
+        .core
+        .act(
+            &m,
+            Action::Wait {
+                target: WaitTarget::Status(Status::Running),
+                timeout: Duration::from_millis(50),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::ETIMEDOUT);
+    // The caller heard the timeout; the machine's history did not change.
+    assert_eq!(m.snapshot(), before);
+    let stored = restart(&r).await.get("vm").unwrap().snapshot();
+    assert_eq!(stored.error, before.error);
+    assert_eq!(stored.errors, before.errors);
+    assert_eq!(stored.updated_ms, before.updated_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_info_taken_across_a_change_is_not_kept() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let fresh = Duration::from_secs(60);
+    r.knobs(hang("info"));
+    let reading = r.core.info_text(&m, fresh);
+    tokio::pin!(reading);
+    // Polled once: it has taken the machine as it is (running) and now
+    // waits on the runtime.
+    tokio::select! {
+        biased;
+        _ = &mut reading => panic!("info did not wait for the runtime"),
+        _ = std::future::ready(()) => {}
+    }
+    r.core.act(&m, Action::Stop).await.unwrap();
+    r.knobs(Knobs::default());
+    let stale = reading.await.unwrap();
+    assert!(String::from_utf8_lossy(&stale).contains(r#""status": "running""#));
+    // The next reader sees the change, not what was rendered before it.
+    let text = r.core.info_text(&m, fresh).await.unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains(r#""status": "stopped""#), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_finds_its_machine_even_when_another_is_named_after_it() {
+    let r = rig();
+    let victim = r.machine("victim").await;
+    let id = victim.id();
+    let namesake = r
+        .core
+        .create(id.as_bytes(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(r.core.find(&id).unwrap().name(), victim.name());
+    // The namesake is still found by its own id, and by name where no id
+    // is meant (the filesystem).
+    assert_eq!(r.core.find(&namesake.id()).unwrap().name(), namesake.name());
+    assert_eq!(r.core.get(&id).unwrap().id(), namesake.id());
+    assert_eq!(r.core.find("victim").unwrap().id(), id);
+    assert_eq!(r.core.find("nobody").unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restart_policy_restarts_a_failing_run_but_never_undoes_a_stop() {
+    // `always`: were the stop's own exit taken for the run ending, the
+    // policy would start it again. (A stop during the back-off between two
+    // runs is a_stop_during_restart_backoff_leaves_the_machine_stopped.)
+    let r = rig();
+    let m = r.machine_with("vm", r#","restart":"always""#).await;
     r.knobs(Knobs {
         exit_after_ms: Some(50),
         exit_code: 3,
@@ -287,18 +371,25 @@ async fn the_core_applies_the_restart_policy_and_a_stop_cancels_it() {
         .unwrap()
         .windows(10)
         .any(|w| w == b"restarting"));
-    // Stop it for good: wait for a moment it is down with a restart pending, or running.
     r.knobs(Knobs::default());
     eventually("running again", || m.status() == Status::Running).await;
+    let run = m.live().unwrap();
     r.core.act(&m, Action::Stop).await.unwrap();
     let starts = r.fake.state(&m.id()).unwrap().starts;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the stopped run's watcher (and output follower) let go of its
+    // runtime, it has decided about the exit it saw. The machine keeps the
+    // runtime for what is left to remove.
+    eventually("the stopped run's watcher ended", || {
+        let kept = usize::from(m.live().is_some_and(|l| Arc::ptr_eq(&l, &run)));
+        Arc::strong_count(&run) == 1 + kept
+    })
+    .await;
     assert_eq!(m.status(), Status::Stopped);
-    assert_eq!(
-        r.fake.state(&m.id()).unwrap().starts,
-        starts,
-        "restarted after stop"
+    assert!(
+        super::machine::lock(&m.restart_pending).is_none(),
+        "a restart is scheduled after the stop"
     );
+    assert_eq!(r.fake.state(&m.id()).unwrap().starts, starts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,12 +463,24 @@ async fn an_old_runs_exit_never_touches_a_new_run() {
     r.core.act(&m, Action::Start).await.unwrap();
     let first = m.live().unwrap();
     r.core.act(&m, Action::Restart).await.unwrap();
-    // The first run's runtime still answers for the machine's workload; its
-    // watcher is stale and must not report anything.
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = m.live().unwrap();
+    assert!(!Arc::ptr_eq(&first, &second), "the restart made no new run");
+    // To the first run's runtime, its workload has exited (a later run
+    // replaced it): its watcher, now stale, sees that exit and must let it
+    // go rather than record it over the new run.
+    assert!(matches!(
+        first.observe().await.unwrap(),
+        crate::runtime::Observed::Exited { .. }
+    ));
+    // The watcher (and the output follower) hold the first runtime until
+    // they are done with it.
+    eventually("the first run's watcher ended", || {
+        Arc::strong_count(&first) == 1
+    })
+    .await;
     assert_eq!(m.status(), Status::Running);
     assert_eq!(m.snapshot().error, "");
+    assert_eq!(m.snapshot().exit, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -585,6 +688,37 @@ async fn reconcile_puts_down_a_workload_that_never_settles() {
     assert_eq!(m2.snapshot().exit, Some(Exit::Unknown));
     // A kill cannot end a workload that was never started: it is removed.
     assert_eq!(r.engine_state(&m2), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_adopts_a_workload_its_runtimes_restart_policy_is_restarting() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let id = m.id();
+    // While no daemon watches, the workload crash-loops under the engine's
+    // own restart policy, which keeps it `restarting` most of the time.
+    let set_state = |state: &str, code: i64| {
+        let mut s = r.fake.state(&id).unwrap();
+        s.state = state.into();
+        s.exit_code = code;
+        let path = r.fake.dir().join(format!("{id}.json"));
+        std::fs::write(path, serde_json::to_vec(&s).unwrap()).unwrap();
+    };
+    set_state("restarting", 1);
+    let core = restart(&r).await;
+    // Settled at the first look: it is the policy's, and runs as far as
+    // anyone is concerned; nothing waits for it to settle or puts it down.
+    assert!(core.reconcile(false).await);
+    let m2 = core.get("vm").unwrap();
+    assert_eq!(m2.status(), Status::Running);
+    assert!(m2.live().is_some(), "the run is not followed");
+    assert_eq!(r.engine_state(&m2).as_deref(), Some("restarting"));
+    assert_eq!(r.fake.state(&id).unwrap().starts, 1, "started by reconcile");
+    // Its exit watcher follows it: when it ends for good, that is recorded.
+    set_state("exited", 3);
+    eventually("the exit recorded", || m2.status() == Status::Failed).await;
+    assert_eq!(m2.snapshot().exit, Some(Exit::Code(3)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,7 +247,9 @@ impl Filesystem for MachineFs {
             Some(Node::MachinesDir) => {}
             // `mkdir -p machines/x/y` made x a moment ago and now fails on y:
             // x goes again, so the command creates nothing rather than half.
-            Some(Node::Machine(seq)) => return self.undo_half_mkdir(seq, req.pid(), reply),
+            Some(Node::Machine(seq)) => {
+                return self.undo_half_mkdir(seq, req.pid(), req.uid(), reply)
+            }
             _ => return reply.error(Errno::EPERM),
         }
         use std::os::unix::ffi::OsStrExt;
@@ -255,12 +257,12 @@ impl Filesystem for MachineFs {
         let core = self.core.clone();
         let (uid, gid) = (self.uid, self.gid);
         let made = self.made.clone();
-        let pid = req.pid();
+        let (pid, req_uid) = (req.pid(), req.uid());
         // The row is written on a task: the disk never holds a FUSE thread.
         self.rt.spawn(async move {
             match core.create(&name, MachineSpec::default()).await {
                 Ok(m) => {
-                    made.note(m.seq(), pid);
+                    made.note(m.seq(), pid, req_uid);
                     let attr = attr::new_machine_dir(&m, uid, gid);
                     reply.entry_with_ttls(
                         &first_attr_ttl(cache::TTL_CACHED),

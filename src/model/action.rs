@@ -201,7 +201,7 @@ impl Action {
                 for a in args {
                     match a.split_once('=') {
                         Some(("vcpus", n)) => vcpus = Some(number(n, "vcpus")?),
-                        Some(("mem", n)) => mem_mib = Some(number(n, "mem")?),
+                        Some(("mem", n)) => mem_mib = Some(mem_mib_arg(n)?),
                         _ => {
                             return bad(format!(
                                 "resize takes vcpus=N and mem=MiB, got {a:?}"
@@ -264,6 +264,19 @@ pub fn seconds(w: &str, what: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(n))
 }
 
+/// `resize mem=MiB`: at most what a spec may ask for, so that it is a
+/// byte count the VMM can be sent.
+fn mem_mib_arg(w: &str) -> Result<u64> {
+    let mib: u64 = number(w, "mem")?;
+    if mib > crate::model::spec::MAX_MEM_MIB {
+        return Err(Error::InvalidCommand(format!(
+            "mem must be at most {} MiB, got {mib}",
+            crate::model::spec::MAX_MEM_MIB
+        )));
+    }
+    Ok(mib)
+}
+
 fn number<T: std::str::FromStr>(w: &str, what: &str) -> Result<T> {
     w.parse()
         .map_err(|_| Error::InvalidCommand(format!("{what} must be a number, got {w:?}")))
@@ -283,6 +296,23 @@ pub fn host_path(w: &str, what: &str) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resize_past_the_largest_memory_is_refused_naming_mem() {
+        let max = crate::model::spec::MAX_MEM_MIB;
+        assert_eq!(
+            Action::parse_ctl(format!("resize mem={max}").as_bytes()).unwrap(),
+            Action::Resize {
+                vcpus: None,
+                mem_mib: Some(max)
+            }
+        );
+        for mib in [max + 1, u64::MAX / (1 << 20) + 1, u64::MAX] {
+            let err = Action::parse_ctl(format!("resize mem={mib}").as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::InvalidCommand(_)), "{err:?}");
+            assert!(err.to_string().contains("mem must be at most"), "{err}");
+        }
+    }
 
     #[test]
     fn verbs_parse_with_arguments() {

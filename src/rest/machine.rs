@@ -6,7 +6,9 @@
 //! `container_id` and `pid` are live facts only the runtime knows. A single
 //! machine (GET, and the reply of every action) asks the runtime for them,
 //! within [`LIVE_FACTS_DEADLINE`]; a list never does (one engine call per
-//! machine would make a list of 1,000 cost seconds), so they are null there.
+//! machine would make a list of 1,000 cost seconds): it shows what the
+//! runtime already holds (the container it made, the VMM it supervises),
+//! null where that is nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,18 @@ pub struct Live {
     pub pid: Option<u32>,
 }
 
+impl Live {
+    /// What a list shows: the facts the machine's runtime holds already.
+    pub fn known(known: crate::runtime::Known, rec: &MachineRecord) -> Live {
+        Live {
+            container_id: known
+                .container_id
+                .filter(|_| rec.spec.runtime_type() == RuntimeKind::Docker),
+            pid: known.pid,
+        }
+    }
+}
+
 /// A machine as REST returns it.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Machine)]
@@ -51,9 +65,10 @@ pub struct MachineJson<'a> {
     pub network: Option<&'a NetworkSpec>,
     /// Containers only; null for VMs.
     pub image: Option<&'a str>,
-    /// The Docker container of the current or last run. Null in lists.
+    /// The Docker container of the current or last run.
     pub container_id: Option<String>,
-    /// The workload's (or VMM's) pid while it runs. Null in lists.
+    /// The workload's (or VMM's) pid while it runs. In lists, a
+    /// container's is null (only Docker knows it).
     pub pid: Option<u32>,
     /// ISO-8601, UTC.
     #[schema(value_type = String)]
@@ -153,7 +168,7 @@ pub struct ListCache {
     items: Mutex<HashMap<u64, Rendered>>,
 }
 
-type Rendered = (MachineRecord, Box<[u8]>);
+type Rendered = (MachineRecord, Live, Box<[u8]>);
 
 impl ListCache {
     /// Appends the list item of each of `machines` whose record `keep`
@@ -170,6 +185,8 @@ impl ListCache {
         let mut first = true;
         let mut listed = Vec::new();
         for m in machines {
+            // Taken before the record is: no lock is held across the two.
+            let known = m.known();
             m.with_record(|rec| {
                 if !keep(rec) {
                     return;
@@ -179,13 +196,16 @@ impl ListCache {
                     out.push(b',');
                 }
                 first = false;
+                let live = Live::known(known, rec);
                 match items.get(&rec.seq) {
-                    Some((was, json)) if was == rec => out.extend_from_slice(json),
+                    Some((was, had, json)) if was == rec && *had == live => {
+                        out.extend_from_slice(json)
+                    }
                     _ => {
-                        let json = serde_json::to_vec(&MachineJson::new(rec, Live::default()))
+                        let json = serde_json::to_vec(&MachineJson::new(rec, live.clone()))
                             .unwrap_or_default();
                         out.extend_from_slice(&json);
-                        items.insert(rec.seq, (rec.clone(), json.into_boxed_slice()));
+                        items.insert(rec.seq, (rec.clone(), live, json.into_boxed_slice()));
                     }
                 }
             });

@@ -196,6 +196,7 @@ impl Driver for FakeDriver {
             machine: machine.clone(),
             spec: spec.clone(),
             notes,
+            run: std::sync::Mutex::new(None),
         }))
     }
 
@@ -221,9 +222,20 @@ pub struct FakeRuntime {
     machine: MachineRef,
     spec: MachineSpec,
     notes: Sink,
+    /// The run this runtime started (the engine's `starts` then), if any.
+    /// As a real engine's old container is gone once a new one runs, a
+    /// later run makes this one's workload exited to this runtime.
+    run: std::sync::Mutex<Option<u64>>,
 }
 
 impl FakeRuntime {
+    /// Whether a run other than the one this runtime started is the
+    /// engine's current one.
+    fn replaced(&self, s: &EngineState) -> bool {
+        let run = *self.run.lock().unwrap_or_else(|p| p.into_inner());
+        run.is_some_and(|run| run != s.starts)
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.join(format!("{}.json", self.machine.id))
     }
@@ -300,6 +312,15 @@ impl Runtime for FakeRuntime {
         self.kind
     }
 
+    /// What `info` says of the handle, once this runtime made a run.
+    fn known(&self) -> super::Known {
+        let started = self.run.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        super::Known {
+            container_id: started.then(|| self.path().display().to_string()),
+            pid: None,
+        }
+    }
+
     async fn start(&self) -> Result<()> {
         self.spec.check_complete()?;
         self.notes.note("fake engine: starting");
@@ -324,6 +345,7 @@ impl Runtime for FakeRuntime {
         let runs_at = s.runs_at_ms.unwrap_or(now);
         s.exits_at_ms = knobs.exit_after_ms.map(|ms| runs_at + ms as i64);
         self.save(&s)?;
+        *self.run.lock().unwrap_or_else(|p| p.into_inner()) = Some(s.starts);
         while self.load().is_some_and(|s| s.state == "created") {
             tokio::time::sleep(POLL).await;
         }
@@ -397,10 +419,15 @@ impl Runtime for FakeRuntime {
         self.knob("observe").await?;
         Ok(match self.load() {
             None => Observed::Missing,
+            Some(s) if self.replaced(&s) => Observed::Exited {
+                exit: Exit::Code(0),
+                reason: Some("a later run replaced it".into()),
+            },
             Some(s) => match s.state.as_str() {
                 "running" => Observed::Running,
                 "paused" => Observed::Paused,
                 "created" => Observed::Transitional("created".into()),
+                "restarting" => Observed::Restarting,
                 _ => Observed::Exited {
                     exit: Exit::Code(s.exit_code),
                     reason: None,
@@ -414,6 +441,7 @@ impl Runtime for FakeRuntime {
         loop {
             match self.load() {
                 None => return Err(Error::Runtime("fake workload vanished".into())),
+                Some(s) if self.replaced(&s) => return Ok(Exit::Code(0)),
                 Some(s) if s.state == "exited" => return Ok(Exit::Code(s.exit_code)),
                 Some(_) => tokio::time::sleep(POLL).await,
             }

@@ -6,7 +6,9 @@
 //! This is the one place agent errors become crate errors, so `exec` in a
 //! Firecracker and in a Cloud Hypervisor machine fails the same way: an
 //! agent that never answers is EHOSTUNREACH with the port named, a command
-//! that cannot start is exit 126 as `docker exec` reports it.
+//! that cannot start ends at once as in a shell: 127 when there is no such
+//! command, 126 when it cannot be executed, whether it was run one-shot or
+//! with its streams attached.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -26,8 +28,27 @@ pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// How long after a boot the agent is probed before it is called absent.
 pub const BOOT_PROBE: Duration = Duration::from_secs(60);
 
-/// The exit code of a command that could not be executed (`docker exec`'s).
+/// The exit code of a command that could not be executed (a shell's).
 pub const CANNOT_EXECUTE: i64 = 126;
+/// The exit code of a command that does not exist (a shell's).
+pub const NOT_FOUND: i64 = 127;
+
+/// How a command that could not start ends, as a shell says it.
+fn cannot_start_code(kind: ErrorKind) -> i64 {
+    match kind {
+        ErrorKind::NotFound => NOT_FOUND,
+        _ => CANNOT_EXECUTE,
+    }
+}
+
+/// The result of a one-shot command that could not start.
+fn never_started(kind: ErrorKind, message: &str) -> ExecOutput {
+    ExecOutput {
+        stderr: format!("{message}\n").into_bytes(),
+        exit_code: cannot_start_code(kind),
+        ..Default::default()
+    }
+}
 
 /// What is known of the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,15 +183,7 @@ impl GuestAgent {
             Err(agent::Error::Remote { kind, message, .. })
                 if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
             {
-                Ok(ExecOutput {
-                    stderr: format!("{message}\n").into_bytes(),
-                    exit_code: if kind == ErrorKind::NotFound {
-                        127
-                    } else {
-                        126
-                    },
-                    ..Default::default()
-                })
+                Ok(never_started(kind, &message))
             }
             Err(e) => Err(to_error(e)),
         }
@@ -206,12 +219,12 @@ impl GuestAgent {
         let session = match started {
             Ok(s) => s,
             // As for a one-shot exec: a command that cannot start ends at
-            // once with 126 and says why on stderr.
-            Err(agent::Error::Remote {
-                kind: ErrorKind::NotFound | ErrorKind::PermissionDenied,
-                message,
-                ..
-            }) => return Ok(ended_at_once(message)),
+            // once with a shell's code and says why on stderr.
+            Err(agent::Error::Remote { kind, message, .. })
+                if matches!(kind, ErrorKind::NotFound | ErrorKind::PermissionDenied) =>
+            {
+                return Ok(ended_at_once(kind, &message))
+            }
             Err(e) => return Err(to_error(e)),
         };
         let (mut input, mut output) = session.split();
@@ -386,13 +399,15 @@ async fn finish_transfer(
         .await;
 }
 
-/// A session whose command could not start: its message, then exit 126.
-fn ended_at_once(message: String) -> ExecStreams {
+/// A session whose command could not start: what a one-shot exec of it
+/// gives ([`never_started`]), as a stream.
+fn ended_at_once(kind: ErrorKind, message: &str) -> ExecStreams {
+    let out = never_started(kind, message);
     let (in_tx, _) = mpsc::channel(1);
     let (out_tx, out_rx) = mpsc::channel(2);
-    let _ = out_tx.try_send(StreamOutput::Stderr(format!("{message}\n").into_bytes()));
+    let _ = out_tx.try_send(StreamOutput::Stderr(out.stderr));
     let _ = out_tx.try_send(StreamOutput::Exit {
-        code: CANNOT_EXECUTE,
+        code: out.exit_code,
         timed_out: false,
     });
     ExecStreams {
@@ -434,6 +449,30 @@ pub fn to_error(e: agent::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_cannot_start_ends_alike_one_shot_and_streamed() {
+        for (kind, code) in [
+            (ErrorKind::NotFound, 127),
+            (ErrorKind::PermissionDenied, 126),
+        ] {
+            let one_shot = never_started(kind, "nope");
+            assert_eq!(one_shot.exit_code, code, "{kind:?}");
+            assert_eq!(one_shot.stderr, b"nope\n");
+            let mut streamed = ended_at_once(kind, "nope");
+            let mut stderr = Vec::new();
+            let exit = loop {
+                match streamed.output.recv().await {
+                    Some(StreamOutput::Stderr(b)) => stderr.extend(b),
+                    Some(StreamOutput::Exit { code, .. }) => break code,
+                    Some(other) => panic!("unexpected {other:?}"),
+                    None => panic!("no exit"),
+                }
+            };
+            assert_eq!(exit, code, "{kind:?} streamed");
+            assert_eq!(stderr, one_shot.stderr);
+        }
+    }
 
     #[tokio::test]
     async fn an_agent_that_never_answers_is_ehostunreach_naming_the_port() {

@@ -36,15 +36,30 @@ use crate::model::{
 pub enum Observed {
     Running,
     Paused,
-    /// Between states (Docker's created, restarting, removing): not yet
-    /// known. Whoever asked looks again later rather than record a guess.
+    /// Between states (Docker's created, removing): not yet known. Whoever
+    /// asked looks again later rather than record a guess.
     Transitional(String),
+    /// Between two runs of the runtime's own restart policy (Docker's
+    /// restarting). The policy owns the workload and brings it back by
+    /// itself, so it counts as running: putting it down would fight it.
+    Restarting,
     Exited {
         exit: Exit,
         reason: Option<String>,
     },
     /// The runtime has no trace of the machine.
     Missing,
+}
+
+/// Live facts a runtime already holds, learned when it made or last looked
+/// at its workload: had without asking the engine anything, so a list of
+/// every machine can show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The container of the current or last run.
+    pub container_id: Option<String>,
+    /// The VMM's pid while it runs.
+    pub pid: Option<u32>,
 }
 
 /// Live facts for `info`. Fields a runtime does not know stay `None`.
@@ -216,6 +231,10 @@ pub trait Runtime: Send + Sync {
     /// runtimes whose workload has one.
     fn agent_state(&self) -> Option<&'static str> {
         None
+    }
+    /// The live facts at hand, without a call to the engine.
+    fn known(&self) -> Known {
+        Known::default()
     }
     /// Blocks until the guest agent answers.
     async fn wait_agent(&self, _timeout: Duration) -> Result<()> {

@@ -62,6 +62,8 @@ pub struct Daemon {
     pub state: PathBuf,
     child: Option<Child>,
     envs: Vec<(String, String)>,
+    /// A command the daemon runs under (`unshare ...`), if any.
+    wrapper: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -78,6 +80,12 @@ impl Daemon {
     }
 
     pub fn start_with_env(envs: &[(&str, &str)]) -> Daemon {
+        Self::start_under(&[], envs)
+    }
+
+    /// A daemon run as the last words of `wrapper` (e.g. `unshare --pid
+    /// --fork`): its pid is not the child's, so only its mount is waited for.
+    pub fn start_under(wrapper: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("hf-test-")
             .tempdir()
@@ -90,6 +98,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
             _dir: dir,
         };
         d.spawn();
@@ -104,7 +113,10 @@ impl Daemon {
             .append(true)
             .open(self._dir.path().join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new(BIN)
+        let mut argv: Vec<String> = self.wrapper.clone();
+        argv.push(BIN.to_owned());
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
             .args(["daemon", "--foreground", "--mount"])
             .arg(&self.mount)
             .arg("--state-dir")
@@ -123,7 +135,7 @@ impl Daemon {
         let serving = |d: &Daemon| {
             d.mount.join("README").exists()
                 && std::fs::read_to_string(d.state.join("hyperfleet.pid"))
-                    .is_ok_and(|p| p.trim() == pid)
+                    .is_ok_and(|p| p.trim() == pid || !d.wrapper.is_empty())
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !serving(self) {
@@ -420,8 +432,15 @@ impl Drop for Daemon {
                 .output();
         }
         if let Some(c) = self.child.as_mut() {
+            // A wrapper (unshare) ignores SIGTERM while it waits for the
+            // daemon; killed, it has the daemon sent SIGTERM (--kill-child).
+            let signal = if self.wrapper.is_empty() {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            };
             // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(c.id() as i32, signal) };
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));

@@ -181,3 +181,20 @@ fn host_files_must_exist_and_be_files_at_start() {
         .unwrap_err();
     assert!(err.to_string().starts_with("initrd_path"), "{err}");
 }
+
+#[test]
+fn memory_sizes_that_overflow_are_refused_naming_the_field() {
+    for hotplug in [u64::MAX, u64::MAX - 100, (1 << 22) - 511] {
+        let text = format!(
+            r#"{{"runtime_type":"cloud-hypervisor","kernel_image_path":"/k","hotplug_mem_mib":{hotplug}}}"#
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        assert!(err.to_string().contains("hotplug_mem_mib"), "{err}");
+    }
+    // Right up to the limit is fine.
+    parse(
+        r#"{"runtime_type":"cloud-hypervisor","kernel_image_path":"/k","hotplug_mem_mib":4193792}"#,
+    )
+    .unwrap();
+}

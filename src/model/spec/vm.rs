@@ -143,7 +143,12 @@ impl VmSpec {
             }
         }
         if let Some(h) = self.hotplug_mem_mib {
-            if spec.mem_size_mib + h > MAX_MEM_MIB {
+            // Any u64 can be written here: an overflowing sum is too large.
+            if spec
+                .mem_size_mib
+                .checked_add(h)
+                .is_none_or(|total| total > MAX_MEM_MIB)
+            {
                 return bad(format!(
                     "hotplug_mem_mib: mem_size_mib + hotplug_mem_mib must be at most {MAX_MEM_MIB}"
                 ));

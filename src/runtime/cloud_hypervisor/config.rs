@@ -11,7 +11,7 @@ use super::api::{
     ConsoleConfig, CpusConfig, DiskConfig, MemoryConfig, NetConfig, PayloadConfig, VmConfig,
     VsockConfig, MIB,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::spec::ROOTFS_DRIVE_ID;
 use crate::model::{MachineSpec, RuntimeKind};
 use crate::runtime::vm::{network, VmFiles, VmmBinary};
@@ -249,17 +249,30 @@ impl Config {
 
     /// The `vm.create` body: memory in bytes, the serial port to the
     /// console file, the virtio console off (a detached VMM has no terminal).
-    pub fn vm_config(&self) -> VmConfig {
+    pub fn vm_config(&self) -> Result<VmConfig> {
         let files = self.files();
-        VmConfig {
+        // A spec's sizes are validated, but a library caller's are not.
+        let bytes = |field: &str, mib: u64| {
+            mib.checked_mul(MIB).ok_or_else(|| {
+                Error::InvalidConfig(format!(
+                    "{field}: {mib} MiB is more bytes than there can be"
+                ))
+            })
+        };
+        let size = bytes("mem_size_mib", self.memory_mib)?;
+        let hotplug_size = match self.hotplug_mib {
+            Some(m) => Some(bytes("hotplug_mem_mib", m)?),
+            None => None,
+        };
+        Ok(VmConfig {
             cpus: Some(CpusConfig {
                 boot_vcpus: self.boot_vcpus,
                 max_vcpus: self.max_vcpus.max(self.boot_vcpus),
                 ..Default::default()
             }),
             memory: Some(MemoryConfig {
-                size: self.memory_mib * MIB,
-                hotplug_size: self.hotplug_mib.map(|m| m * MIB),
+                size,
+                hotplug_size,
                 ..Default::default()
             }),
             payload: PayloadConfig {
@@ -274,7 +287,7 @@ impl Config {
             serial: Some(ConsoleConfig::file(files.console())),
             console: Some(ConsoleConfig::off()),
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -329,7 +342,7 @@ mod tests {
             ..Default::default()
         };
         let c = Config::from_spec(&machine(), &spec, Some(Path::new("/opt/ch")));
-        let body = serde_json::to_value(c.vm_config()).unwrap();
+        let body = serde_json::to_value(c.vm_config().unwrap()).unwrap();
         assert_eq!(
             body,
             serde_json::json!({
@@ -363,7 +376,9 @@ mod tests {
             }),
             ..Default::default()
         };
-        let body = Config::from_spec(&machine(), &spec, None).vm_config();
+        let body = Config::from_spec(&machine(), &spec, None)
+            .vm_config()
+            .unwrap();
         let cpus = body.cpus.unwrap();
         assert_eq!((cpus.boot_vcpus, cpus.max_vcpus), (3, 3));
         let memory = body.memory.unwrap();
@@ -398,5 +413,24 @@ mod tests {
             ]
         );
         assert_eq!(cmd.pid_file, dir.path().join("cloud-hypervisor.pid"));
+    }
+
+    #[test]
+    fn memory_too_large_for_bytes_is_refused_naming_the_field() {
+        let dir = std::path::Path::new("/nonexistent");
+        let base = || Config::new("/bin/ch", dir, "/k");
+        let err = base()
+            .with_memory_mib(u64::MAX, None)
+            .vm_config()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        assert!(err.to_string().contains("mem_size_mib"), "{err}");
+        let err = base()
+            .with_memory_mib(64, Some(u64::MAX / 2))
+            .vm_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("hotplug_mem_mib"), "{err}");
+        let ok = base().with_memory_mib(64, Some(128)).vm_config().unwrap();
+        assert_eq!(ok.memory.unwrap().hotplug_size, Some(128 * MIB));
     }
 }

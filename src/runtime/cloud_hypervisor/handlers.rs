@@ -136,7 +136,7 @@ pub async fn wait_ready(m: Machine) -> Result<()> {
 
 pub async fn vm_create(m: Machine) -> Result<()> {
     m.api()
-        .vm_create(&m.config().vm_config())
+        .vm_create(&m.config().vm_config()?)
         .await
         .map_err(errors::http)
 }

@@ -20,9 +20,15 @@ impl Machine {
             ));
         }
         self.running()?;
+        let desired_ram = match mem_mib {
+            Some(m) => Some(m.checked_mul(MIB).ok_or_else(|| {
+                Error::InvalidCommand(format!("mem: {m} MiB is more bytes than there can be"))
+            })?),
+            None => None,
+        };
         let resize = VmResize {
             desired_vcpus: vcpus,
-            desired_ram: mem_mib.map(|m| m * MIB),
+            desired_ram,
             desired_balloon: None,
         };
         self.api().vm_resize(&resize).await.map_err(errors::http)

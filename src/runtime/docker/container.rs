@@ -37,6 +37,8 @@ pub struct Container {
     pub(super) notes: Sink,
     pub(super) name: String,
     pub(super) pull_stall: Duration,
+    /// The id of the container last made or seen under `name`.
+    pub(super) known_id: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for Container {
@@ -81,6 +83,7 @@ impl Container {
             spec,
             notes,
             pull_stall: DEFAULT_PULL_STALL,
+            known_id: std::sync::Mutex::new(None),
         })
     }
 
@@ -143,7 +146,15 @@ impl Container {
         &self,
         docker: &Docker,
     ) -> Result<Option<ContainerInspectResponse>> {
-        inspect_named(docker, &self.name).await
+        let found = inspect_named(docker, &self.name).await?;
+        if let Some(id) = found.as_ref().and_then(|c| c.id.clone()) {
+            self.remember_id(id);
+        }
+        Ok(found)
+    }
+
+    fn remember_id(&self, id: String) {
+        *self.known_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
     }
 
     pub(super) async fn inspect_existing(
@@ -265,13 +276,27 @@ async fn remove_container(docker: &Docker, name_or_id: &str) -> Result<()> {
 }
 
 fn is_running(c: &ContainerInspectResponse) -> bool {
-    matches!(observed(c), Observed::Running | Observed::Paused)
+    matches!(
+        observed(c),
+        Observed::Running | Observed::Paused | Observed::Restarting
+    )
 }
 
 #[async_trait]
 impl Runtime for Container {
     fn kind(&self) -> RuntimeKind {
         RuntimeKind::Docker
+    }
+
+    fn known(&self) -> crate::runtime::Known {
+        crate::runtime::Known {
+            container_id: self
+                .known_id
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            pid: None,
+        }
     }
 
     async fn start(&self) -> Result<()> {
@@ -292,7 +317,7 @@ impl Runtime for Container {
         // A leftover of an interrupted start would hold the name.
         remove_container(&docker, &next).await?;
         let options = CreateContainerOptionsBuilder::default().name(&next).build();
-        docker
+        let created = docker
             .create_container(Some(options), body)
             .await
             .map_err(|e| docker_error(e, Some(image)))
@@ -309,6 +334,8 @@ impl Runtime for Container {
             let _ = remove_container(&docker, &next).await;
             return Err(e);
         }
+        // Renamed into place, it is the one `name` now names.
+        self.remember_id(created.id);
         Ok(())
     }
 

@@ -27,9 +27,11 @@ pub(super) fn observed(c: &ContainerInspectResponse) -> Observed {
         Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::STOPPING) => {
             Observed::Running
         }
-        // Not a settled fact: a restart policy at work, a start or a removal
-        // the engine is still carrying out. Look again rather than guess.
-        Some(ContainerStateStatusEnum::RESTARTING) => Observed::Transitional("restarting".into()),
+        // Docker's restart policy between two runs: it is Docker's to bring
+        // back, however long its back-off.
+        Some(ContainerStateStatusEnum::RESTARTING) => Observed::Restarting,
+        // Not a settled fact: a start or a removal the engine is still
+        // carrying out. Look again rather than guess.
         Some(ContainerStateStatusEnum::CREATED) => Observed::Transitional("created".into()),
         Some(ContainerStateStatusEnum::REMOVING) => Observed::Transitional("removing".into()),
         Some(ContainerStateStatusEnum::DEAD) => exited(error.or_else(|| Some("dead".into()))),
@@ -101,5 +103,37 @@ pub(super) fn runtime_info(c: ContainerInspectResponse) -> RuntimeInfo {
         addresses: addresses.into_iter().collect(),
         ports: ports.into_iter().collect(),
         details: serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ContainerState;
+
+    fn with_state(state: ContainerState) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            state: Some(state),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_container_docker_is_restarting_counts_as_running_not_unsettled() {
+        // What inspect shows of a crash-looping container with a restart
+        // policy during its back-off.
+        let c = with_state(ContainerState {
+            status: Some(ContainerStateStatusEnum::RESTARTING),
+            running: Some(true),
+            restarting: Some(true),
+            exit_code: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(observed(&c), Observed::Restarting);
+        let created = with_state(ContainerState {
+            status: Some(ContainerStateStatusEnum::CREATED),
+            ..Default::default()
+        });
+        assert_eq!(observed(&created), Observed::Transitional("created".into()));
     }
 }

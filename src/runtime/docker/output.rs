@@ -102,9 +102,12 @@ impl Container {
                 Err(e) => tracing::debug!(container = %self.name, "cannot follow output: {e}"),
             }
             match self.observe().await {
-                Ok(Observed::Running | Observed::Paused | Observed::Transitional(_)) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await
-                }
+                Ok(
+                    Observed::Running
+                    | Observed::Paused
+                    | Observed::Restarting
+                    | Observed::Transitional(_),
+                ) => tokio::time::sleep(Duration::from_millis(500)).await,
                 _ => return Ok(()),
             }
         }

@@ -240,6 +240,14 @@ impl Runtime for Machine {
         Some(self.inner.agent.state().as_str())
     }
 
+    /// The VMM this machine supervises, while it lives.
+    fn known(&self) -> crate::runtime::Known {
+        crate::runtime::Known {
+            container_id: None,
+            pid: self.process().map(|p| p.pid()),
+        }
+    }
+
     async fn wait_agent(&self, timeout: Duration) -> Result<()> {
         self.inner.agent.wait_ready(timeout).await
     }
