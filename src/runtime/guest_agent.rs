@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{ExecStreams, StreamInput, StreamOutput, STREAM_DEPTH};
+use super::{ended_at_once, exec_channels, ExecControl, ExecEnds, ExecStreams, StreamOutput};
 use crate::agent::{self, ErrorKind, ExitStatus, HybridVsock};
 use crate::error::{Error, Result};
-use crate::model::{ExecOutput, ExecRequest, StreamControl, StreamRequest};
+use crate::model::{ExecOutput, ExecRequest, StreamRequest};
 
 /// How long an exec waits for an agent that has not answered yet (a guest
 /// still booting).
@@ -211,72 +211,113 @@ impl GuestAgent {
                 kind: ErrorKind::NotFound | ErrorKind::PermissionDenied,
                 message,
                 ..
-            }) => return Ok(ended_at_once(message)),
+            }) => {
+                return Ok(ended_at_once(
+                    format!("{message}\n").into_bytes(),
+                    CANNOT_EXECUTE,
+                ))
+            }
             Err(e) => return Err(to_error(e)),
         };
-        let (mut input, mut output) = session.split();
-        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
-        let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
-        let input_task = tokio::spawn(async move {
-            while let Some(msg) = in_rx.recv().await {
-                let sent = match msg {
-                    StreamInput::Stdin(b) => input.send_stdin(&b).await,
-                    StreamInput::Control(StreamControl::CloseStdin) => input.close_stdin().await,
-                    StreamInput::Control(StreamControl::Signal(sig)) => {
-                        input.signal(agent::Signal(sig)).await
-                    }
-                    StreamInput::Control(StreamControl::Resize(w)) => {
-                        input
-                            .resize(agent::WindowSize {
-                                rows: w.rows,
-                                cols: w.cols,
-                            })
-                            .await
-                    }
-                };
-                if let Err(e) = sent {
-                    tracing::debug!("agent session input: {}", e.report());
-                }
-            }
-        });
-        tokio::spawn(async move {
-            let end = loop {
-                match output.recv().await {
-                    Ok(Some(agent::ExecEvent::Stdout(b))) => {
-                        if out_tx.send(StreamOutput::Stdout(b)).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Ok(Some(agent::ExecEvent::Stderr(b))) => {
-                        if out_tx.send(StreamOutput::Stderr(b)).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Ok(Some(agent::ExecEvent::Exit(info))) => {
-                        break Some(StreamOutput::Exit {
-                            code: exit_code(info.status),
-                            timed_out: info.timed_out,
+        let (input, output) = session.split();
+        let (streams, ends) = exec_channels();
+        let ExecEnds {
+            stdin,
+            control,
+            kill,
+            output: out_tx,
+        } = ends;
+        let writer = tokio::spawn(write_input(input, stdin, control));
+        tokio::spawn(read_output(output, out_tx, kill, writer));
+        Ok(streams)
+    }
+}
+
+/// Sends the session's input to the agent, a pending control always ahead
+/// of the next stdin chunk (it still waits for a chunk already on its way:
+/// frames cannot interleave).
+async fn write_input<S: AsyncRead + AsyncWrite>(
+    mut input: agent::SessionInput<S>,
+    mut stdin: mpsc::Receiver<Vec<u8>>,
+    mut control: mpsc::Receiver<ExecControl>,
+) {
+    let (mut stdin_open, mut control_open) = (true, true);
+    while stdin_open || control_open {
+        let sent = tokio::select! {
+            biased;
+            c = control.recv(), if control_open => match c {
+                Some(ExecControl::Signal(sig)) => input.signal(agent::Signal(sig)).await,
+                Some(ExecControl::Resize(w)) => {
+                    input
+                        .resize(agent::WindowSize {
+                            rows: w.rows,
+                            cols: w.cols,
                         })
-                    }
-                    Ok(None) | Err(_) => {
-                        break Some(StreamOutput::Exit {
-                            code: -1,
-                            timed_out: false,
-                        })
-                    }
+                        .await
                 }
-            };
-            // Dropping the session's output half closes the connection,
-            // which the agent takes as the end: it kills the command.
-            input_task.abort();
-            if let Some(last) = end {
-                let _ = out_tx.send(last).await;
+                None => {
+                    control_open = false;
+                    Ok(())
+                }
+            },
+            b = stdin.recv(), if stdin_open => match b {
+                Some(b) => input.send_stdin(&b).await,
+                None => {
+                    stdin_open = false;
+                    input.close_stdin().await
+                }
+            },
+        };
+        if let Err(e) = sent {
+            tracing::debug!("agent session input: {}", e.report());
+        }
+    }
+}
+
+/// Passes the command's output on until its exit, or until the session
+/// kills it.
+async fn read_output<S: AsyncRead + AsyncWrite>(
+    mut output: agent::SessionOutput<S>,
+    out_tx: mpsc::Sender<StreamOutput>,
+    mut kill: oneshot::Receiver<()>,
+    writer: tokio::task::JoinHandle<()>,
+) {
+    let unknown = StreamOutput::Exit {
+        code: -1,
+        timed_out: false,
+    };
+    let end = loop {
+        let event = tokio::select! {
+            biased;
+            // Closing the connection is the kill: the agent kills the
+            // command's process group when its host goes away.
+            _ = &mut kill => break Some(StreamOutput::Exit {
+                code: 128 + i64::from(libc::SIGKILL),
+                timed_out: false,
+            }),
+            e = output.recv() => e,
+        };
+        let msg = match event {
+            Ok(Some(agent::ExecEvent::Stdout(b))) => StreamOutput::Stdout(b),
+            Ok(Some(agent::ExecEvent::Stderr(b))) => StreamOutput::Stderr(b),
+            Ok(Some(agent::ExecEvent::Exit(info))) => {
+                break Some(StreamOutput::Exit {
+                    code: exit_code(info.status),
+                    timed_out: info.timed_out,
+                })
             }
-        });
-        Ok(ExecStreams {
-            input: in_tx,
-            output: out_rx,
-        })
+            Ok(None) | Err(_) => break Some(unknown),
+        };
+        if out_tx.send(msg).await.is_err() {
+            break None;
+        }
+    };
+    // Dropping the output half (and the writer's input half) closes the
+    // connection.
+    writer.abort();
+    drop(output);
+    if let Some(last) = end {
+        let _ = out_tx.send(last).await;
     }
 }
 
@@ -285,8 +326,9 @@ impl GuestAgent {
     /// needed in the guest): its bytes as stdout, exit 0 once whole.
     pub async fn copy_out(&self, path: &str) -> Result<ExecStreams> {
         let client = self.connect().await?;
-        let (in_tx, _) = mpsc::channel(1);
-        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
+        let (streams, ends) = exec_channels();
+        let out_tx = ends.output;
+        let mut kill = ends.kill;
         let (writer, mut reader) = tokio::io::duplex(64 << 10);
         let path = path.to_owned();
         tokio::spawn(async move {
@@ -308,46 +350,50 @@ impl GuestAgent {
                     }
                 }
             };
-            let (got, ()) = tokio::join!(client.get_file(&path, writer), pump);
-            finish_transfer(&out_tx, got.map(|_| ())).await;
+            let copy = async { tokio::join!(client.get_file(&path, writer), pump).0 };
+            tokio::select! {
+                biased;
+                // Released: the transfer's connection goes with it.
+                _ = &mut kill => {}
+                got = copy => finish_transfer(&out_tx, got.map(|_| ())).await,
+            }
         });
-        Ok(ExecStreams {
-            input: in_tx,
-            output: out_rx,
-        })
+        Ok(streams)
     }
 
     /// A file into the guest through the agent: stdin's bytes, written
     /// whole when stdin closes; exit 0 once written.
     pub async fn copy_in(&self, path: &str, mode: u32) -> Result<ExecStreams> {
         let client = self.connect().await?;
-        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
-        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
+        let (streams, ends) = exec_channels();
+        let ExecEnds {
+            mut stdin,
+            output: out_tx,
+            mut kill,
+            ..
+        } = ends;
         let (mut writer, reader) = tokio::io::duplex(64 << 10);
         let path = path.to_owned();
         tokio::spawn(async move {
             let feed = async move {
-                while let Some(msg) = in_rx.recv().await {
-                    match msg {
-                        StreamInput::Stdin(b) => {
-                            if writer.write_all(&b).await.is_err() {
-                                return;
-                            }
-                        }
-                        StreamInput::Control(StreamControl::CloseStdin) => return,
-                        StreamInput::Control(_) => {}
+                while let Some(b) = stdin.recv().await {
+                    if writer.write_all(&b).await.is_err() {
+                        return;
                     }
                 }
             };
-            // The writer half is dropped when the feed ends: the agent sees
+            // The writer half is dropped when stdin ends: the agent sees
             // the end of the file.
-            let (put, ()) = tokio::join!(client.put_file(reader, &path, mode), feed);
-            finish_transfer(&out_tx, put.map(|_| ())).await;
+            let copy = async { tokio::join!(client.put_file(reader, &path, mode), feed).0 };
+            tokio::select! {
+                biased;
+                // Released: the transfer is cut short, and a put cut short
+                // leaves nothing behind.
+                _ = &mut kill => {}
+                put = copy => finish_transfer(&out_tx, put.map(|_| ())).await,
+            }
         });
-        Ok(ExecStreams {
-            input: in_tx,
-            output: out_rx,
-        })
+        Ok(streams)
     }
 
     async fn connect(&self) -> Result<agent::AgentClient<tokio::net::UnixStream>> {
@@ -384,21 +430,6 @@ async fn finish_transfer(
             timed_out: false,
         })
         .await;
-}
-
-/// A session whose command could not start: its message, then exit 126.
-fn ended_at_once(message: String) -> ExecStreams {
-    let (in_tx, _) = mpsc::channel(1);
-    let (out_tx, out_rx) = mpsc::channel(2);
-    let _ = out_tx.try_send(StreamOutput::Stderr(format!("{message}\n").into_bytes()));
-    let _ = out_tx.try_send(StreamOutput::Exit {
-        code: CANNOT_EXECUTE,
-        timed_out: false,
-    });
-    ExecStreams {
-        input: in_tx,
-        output: out_rx,
-    }
 }
 
 /// An exit code as a shell reports it: 128 + the signal that ended it.
