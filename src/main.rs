@@ -52,6 +52,12 @@ enum Command {
         wait: u64,
     },
     /// Run a command in a running machine, like `docker exec`; exits with its code.
+    #[command(
+        after_help = "Exit status: the command's own, or 128 + the signal that ended it; \
+        124 if --timeout killed it; 125 if it could not run; 126 if it could not be executed; \
+        141 if this client's output went to a pipe whose reader left (the command gets SIGPIPE); \
+        255 if how it ended is unknown (e.g. the VM or its agent went away), said on stderr."
+    )]
     Exec {
         /// Pass a terminal's stdin to the command (a pipe or a file always is).
         #[arg(short, long)]

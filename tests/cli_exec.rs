@@ -275,3 +275,14 @@ fn a_reader_that_goes_away_ends_the_exec_as_sigpipe_would() {
         "the session ends with its client",
     );
 }
+
+#[test]
+fn an_unknown_end_is_a_failure_not_a_success() {
+    let (d, _engine) = fake_vm();
+    // `vanish` ends without its runtime saying how.
+    let out = d.sh("$HF exec vm vanish");
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown"), "{err}");
+    assert_eq!(d.sh("$HF exec vm exit 3").status.code(), Some(3));
+}

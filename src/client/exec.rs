@@ -27,6 +27,11 @@ pub const EXIT_TIMED_OUT: i32 = 124;
 /// writer would on its next write; one that survives it is waited for
 /// (its output dropped), as a shell waits for every member of a pipeline.
 pub const EXIT_BROKEN_PIPE: i32 = 128 + libc::SIGPIPE;
+/// Exit status when how the command ended is not known (the VM or its
+/// agent went away mid-command, the engine lost track of it): a failure,
+/// never a success a script would go on from; as `ssh` says a lost
+/// connection.
+pub const EXIT_UNKNOWN: i32 = 255;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
@@ -146,7 +151,15 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
             opts.timeout.unwrap_or_default()
         );
     }
-    Ok(code.clamp(0, 255) as i32)
+    match u8::try_from(code) {
+        Ok(code) => Ok(i32::from(code)),
+        Err(_) => {
+            // Negative is the session's "unknown"; past 255 no exit status
+            // can say it.
+            eprintln!("hyperfleet exec: {name}: how the command ended is unknown (the session said {code})");
+            Ok(EXIT_UNKNOWN)
+        }
+    }
 }
 
 fn send(ctl: &Mutex<File>, line: &str) -> std::io::Result<()> {
