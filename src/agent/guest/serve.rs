@@ -6,6 +6,7 @@ use super::conn::{Conn, ConnError, IO_TIMEOUT};
 use super::exec::{self, ExecError, Mode};
 use super::files::{self, Failure};
 use super::spawn::{self, Stdio};
+use super::sys;
 use super::{init, log};
 use crate::agent::protocol::{
     ErrorKind, Frame, Hello, RemoteError, Request, Response, PROTOCOL_NAME, PROTOCOL_VERSION,
@@ -145,9 +146,15 @@ fn run(
     timeout: std::time::Duration,
     mode: Mode,
 ) -> Result<(), Refusal> {
-    conn.send(&Frame::Response(Response::Started {
+    let started = conn.send(&Frame::Response(Response::Started {
         pid: child.pid as u32,
-    }))?;
+    }));
+    if let Err(e) = started {
+        // exec::run is what enforces the timeout and kills the group when
+        // the host goes; without it the command would run forever.
+        let _ = sys::kill_group(child.pid, libc::SIGKILL);
+        return Err(e.into());
+    }
     match exec::run(conn, child, timeout, mode) {
         Ok(()) => Ok(()),
         Err(ExecError::Conn(e)) => Err(e.into()),
