@@ -160,14 +160,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         self.send_request(Request::ExecStream(req)).await?;
         let pid = self.started().await?;
         let (stream, decoder) = self.conn.into_parts();
-        Ok(session::open(
-            stream,
-            decoder,
-            pid,
-            pty,
-            deadline,
-            self.io_timeout,
-        ))
+        Ok(session::open(stream, decoder, pid, pty, deadline))
     }
 
     /// Copies everything `local` yields into the guest file `remote_path`

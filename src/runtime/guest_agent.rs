@@ -235,43 +235,43 @@ impl GuestAgent {
 
 /// Sends the session's input to the agent, a pending control always ahead
 /// of the next stdin chunk (it still waits for a chunk already on its way:
-/// frames cannot interleave).
+/// frames cannot interleave). Ends at the first failure: past a failed
+/// write the connection may hold part of a frame, so nothing more may go.
 async fn write_input<S: AsyncRead + AsyncWrite>(
     mut input: agent::SessionInput<S>,
     mut stdin: mpsc::Receiver<Vec<u8>>,
     mut control: mpsc::Receiver<ExecControl>,
-) {
+) -> std::result::Result<(), agent::Error> {
     let (mut stdin_open, mut control_open) = (true, true);
     while stdin_open || control_open {
-        let sent = tokio::select! {
+        tokio::select! {
             biased;
             c = control.recv(), if control_open => match c {
-                Some(ExecControl::Signal(sig)) => input.signal(agent::Signal(sig)).await,
+                Some(ExecControl::Signal(sig)) => input.signal(agent::Signal(sig)).await?,
                 Some(ExecControl::Resize(w)) => {
-                    input
-                        .resize(agent::WindowSize {
-                            rows: w.rows,
-                            cols: w.cols,
-                        })
-                        .await
+                    let size = agent::WindowSize {
+                        rows: w.rows,
+                        cols: w.cols,
+                    };
+                    match input.resize(size).await {
+                        // A resize without a pty is refused before anything
+                        // is written: harmless.
+                        Err(agent::Error::InvalidRequest(_)) => {}
+                        other => other?,
+                    }
                 }
-                None => {
-                    control_open = false;
-                    Ok(())
-                }
+                None => control_open = false,
             },
             b = stdin.recv(), if stdin_open => match b {
-                Some(b) => input.send_stdin(&b).await,
+                Some(b) => input.send_stdin(&b).await?,
                 None => {
                     stdin_open = false;
-                    input.close_stdin().await
+                    input.close_stdin().await?;
                 }
             },
-        };
-        if let Err(e) = sent {
-            tracing::debug!("agent session input: {}", e.report());
         }
     }
+    Ok(())
 }
 
 /// Passes the command's output on until its exit, or until the session
@@ -280,12 +280,13 @@ async fn read_output<S: AsyncRead + AsyncWrite>(
     mut output: agent::SessionOutput<S>,
     out_tx: mpsc::Sender<StreamOutput>,
     mut kill: oneshot::Receiver<()>,
-    writer: tokio::task::JoinHandle<()>,
+    mut writer: tokio::task::JoinHandle<std::result::Result<(), agent::Error>>,
 ) {
     let unknown = StreamOutput::Exit {
         code: -1,
         timed_out: false,
     };
+    let mut writing = true;
     let end = loop {
         let event = tokio::select! {
             biased;
@@ -295,6 +296,20 @@ async fn read_output<S: AsyncRead + AsyncWrite>(
                 code: 128 + i64::from(libc::SIGKILL),
                 timed_out: false,
             }),
+            w = &mut writer, if writing => {
+                writing = false;
+                let failure = match w {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.report(),
+                    Err(e) => e.to_string(),
+                };
+                // The command's input is cut (stdin, signals): it must not
+                // run on unattended, and its caller must hear why.
+                tracing::warn!("agent session input failed: {failure}");
+                let note = format!("hyperfleet: lost the command's input: {failure}\n");
+                let _ = out_tx.send(StreamOutput::Stderr(note.into_bytes())).await;
+                break Some(unknown);
+            },
             e = output.recv() => e,
         };
         let msg = match event {
@@ -465,6 +480,59 @@ pub fn to_error(e: agent::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session whose agent said the command started, then goes silent
+    /// with the connection open.
+    async fn silent_session() -> agent::ExecSession<tokio::io::DuplexStream> {
+        use crate::agent::protocol::{encode_to_vec, Frame, Hello, Response};
+        let (host, mut guest) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            for frame in [
+                Frame::Hello(Hello::ours()),
+                Frame::Response(Response::Started { pid: 7 }),
+            ] {
+                let bytes = encode_to_vec(&frame).unwrap();
+                guest.write_all(&bytes).await.unwrap();
+            }
+            let _ = tokio::io::copy(&mut guest, &mut tokio::io::sink()).await;
+        });
+        agent::AgentClient::handshake(host)
+            .await
+            .unwrap()
+            .exec_stream(agent::StreamRequest {
+                exec: agent::ExecRequest::new(["sh"]),
+                pty: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_input_write_ends_the_session_and_says_why() {
+        let (_input, output) = silent_session().await.split();
+        let (out_tx, mut out_rx) = mpsc::channel(crate::runtime::STREAM_DEPTH);
+        let (_kill, kill) = oneshot::channel();
+        let writer = tokio::spawn(async {
+            Err(agent::Error::Closed {
+                during: "sending stdin",
+            })
+        });
+        tokio::spawn(read_output(output, out_tx, kill, writer));
+        let mut got = Vec::new();
+        while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), out_rx.recv())
+            .await
+            .expect("the session went on without its input")
+        {
+            got.push(msg);
+        }
+        match got.as_slice() {
+            [StreamOutput::Stderr(note), StreamOutput::Exit { code: -1, .. }] => {
+                let note = String::from_utf8_lossy(note);
+                assert!(note.contains("sending stdin"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn an_agent_that_never_answers_is_ehostunreach_naming_the_port() {
