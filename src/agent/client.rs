@@ -155,7 +155,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
     /// bound.
     pub async fn exec_stream(mut self, req: StreamRequest) -> Result<ExecSession<S>> {
         check_exec(&req.exec)?;
-        let deadline = Instant::now() + req.exec.timeout + self.io_timeout;
+        // The agent reports the exit by the command's timeout; with none,
+        // the session waits as long as the command runs.
+        let deadline =
+            (!req.no_timeout).then(|| Instant::now() + req.exec.timeout + self.io_timeout);
         let pty = req.pty.is_some();
         self.send_request(Request::ExecStream(req)).await?;
         let pid = self.started().await?;

@@ -52,8 +52,9 @@ pub struct SessionInput<S> {
 pub struct SessionOutput<S> {
     conn: FrameReader<ReadHalf<S>>,
     /// The agent reports the exit by the command's timeout, so waiting
-    /// beyond this (plus the step timeout) means it is gone.
-    deadline: Instant,
+    /// beyond this (plus the step timeout) means it is gone; none for a
+    /// command without a time limit.
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -62,7 +63,7 @@ pub(crate) fn open<S: AsyncRead + AsyncWrite>(
     decoder: Decoder,
     pid: u32,
     pty: bool,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> ExecSession<S> {
     let (r, w) = tokio::io::split(stream);
     ExecSession {
@@ -152,12 +153,11 @@ impl<S: AsyncRead + AsyncWrite> SessionOutput<S> {
         if self.done {
             return Ok(None);
         }
-        let frame = by(
-            self.deadline,
-            "the command's output",
-            self.conn.read_frame("before the command's exit"),
-        )
-        .await?;
+        let read = self.conn.read_frame("before the command's exit");
+        let frame = match self.deadline {
+            Some(deadline) => by(deadline, "the command's output", read).await?,
+            None => read.await?,
+        };
         let event = match frame {
             Frame::Stdout(d) => ExecEvent::Stdout(d),
             Frame::Stderr(d) => ExecEvent::Stderr(d),

@@ -188,21 +188,7 @@ impl GuestAgent {
         };
         let client = self.transport(deadline).connect().await.map_err(to_error)?;
         self.set(AgentState::Ready);
-        let mut exec = agent::ExecRequest::new(req.cmd.clone());
-        exec.env = req.env.clone();
-        exec.working_dir = req.working_dir.clone();
-        exec.user = req.user.clone();
-        // The agent wants a limit; "none" is the longest a command may have.
-        exec.timeout = req.timeout.unwrap_or(crate::model::action::MAX_TIMEOUT);
-        let started = client
-            .exec_stream(agent::StreamRequest {
-                exec,
-                pty: req.tty.map(|w| agent::WindowSize {
-                    rows: w.rows,
-                    cols: w.cols,
-                }),
-            })
-            .await;
+        let started = client.exec_stream(agent_stream_request(req)).await;
         let session = match started {
             Ok(s) => s,
             // As for a one-shot exec: a command that cannot start ends at
@@ -230,6 +216,25 @@ impl GuestAgent {
         let writer = tokio::spawn(write_input(input, stdin, control));
         tokio::spawn(read_output(output, out_tx, kill, writer));
         Ok(streams)
+    }
+}
+
+/// The agent's form of a streaming exec. No timeout means none: agents
+/// since protocol 1.1 honour `no_timeout`; a 1.0 agent ignores it and
+/// applies the longest timeout a command may have.
+fn agent_stream_request(req: &StreamRequest) -> agent::StreamRequest {
+    let mut exec = agent::ExecRequest::new(req.cmd.clone());
+    exec.env = req.env.clone();
+    exec.working_dir = req.working_dir.clone();
+    exec.user = req.user.clone();
+    exec.timeout = req.timeout.unwrap_or(crate::model::action::MAX_TIMEOUT);
+    agent::StreamRequest {
+        exec,
+        pty: req.tty.map(|w| agent::WindowSize {
+            rows: w.rows,
+            cols: w.cols,
+        }),
+        no_timeout: req.timeout.is_none(),
     }
 }
 
@@ -502,9 +507,24 @@ mod tests {
             .exec_stream(agent::StreamRequest {
                 exec: agent::ExecRequest::new(["sh"]),
                 pty: None,
+                no_timeout: false,
             })
             .await
             .unwrap()
+    }
+
+    #[test]
+    fn a_stream_with_no_timeout_asks_the_agent_for_none() {
+        let mut req = StreamRequest::parse(b"sh").unwrap();
+        req.timeout = None;
+        let sent = agent_stream_request(&req);
+        assert!(sent.no_timeout);
+        // What a 1.0 agent, which ignores no_timeout, applies instead.
+        assert_eq!(sent.exec.timeout, crate::model::action::MAX_TIMEOUT);
+        req.timeout = Some(Duration::from_secs(5));
+        let sent = agent_stream_request(&req);
+        assert!(!sent.no_timeout);
+        assert_eq!(sent.exec.timeout, Duration::from_secs(5));
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ fn stream(script: &str, pty: Option<WindowSize>) -> StreamRequest {
     StreamRequest {
         exec: ExecRequest::new(["sh", "-c", script]),
         pty,
+        no_timeout: false,
     }
 }
 
@@ -188,4 +189,22 @@ async fn a_hundred_megabytes_pass_through_a_stream_intact() {
     assert_eq!(received, TOTAL);
     assert_eq!(exit.status, ExitStatus::Code(0));
     assert!(!exit.stdout_truncated, "streams have no cap");
+}
+
+#[tokio::test]
+async fn a_stream_without_a_time_limit_runs_past_its_nominal_timeout() {
+    let agent = Agent::start();
+    let mut req = stream("sleep 2; echo done", None);
+    // What a 1.0 agent would apply; this one must not.
+    req.exec.timeout = Duration::from_secs(1);
+    req.no_timeout = true;
+    let mut s = agent.connect().await.exec_stream(req).await.expect("start");
+    s.close_stdin().await.expect("close");
+    let (out, _, exit) = finish(&mut s).await;
+    assert!(
+        !exit.timed_out,
+        "killed by the timeout it was told to ignore"
+    );
+    assert_eq!(out, "done\n");
+    assert_eq!(exit.status, ExitStatus::Code(0));
 }

@@ -103,13 +103,13 @@ impl Output {
     }
 }
 
-/// Runs `child` until it exits (or times out) and its output is drained,
+/// Runs `child` until it exits (or times out, if it has a timeout) and its output is drained,
 /// then sends the exit frame. An error means the host is gone or broke the
 /// protocol; the command's process group is killed then.
 pub fn run(
     conn: &mut Conn,
     child: Spawned,
-    timeout: Duration,
+    timeout: Option<Duration>,
     mode: Mode,
 ) -> Result<(), ExecError> {
     let pid = child.pid;
@@ -141,7 +141,7 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(child: Spawned, timeout: Duration, mode: Mode) -> Loop {
+    fn new(child: Spawned, timeout: Option<Duration>, mode: Mode) -> Loop {
         for f in [
             Some(&child.stdout),
             child.stderr.as_ref(),
@@ -168,7 +168,7 @@ impl Loop {
             stdin_closing: false,
             exit: child.exit,
             status: None,
-            deadline: Instant::now().checked_add(timeout),
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             timed_out: false,
             drain_until: None,
             buf: vec![0; DATA_CHUNK].into_boxed_slice(),

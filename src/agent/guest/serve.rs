@@ -110,7 +110,7 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
             Ok(())
         }
         Request::Exec(req) => {
-            let timeout = req.timeout;
+            let timeout = Some(req.timeout);
             let child = spawn::spawn(&req, Stdio::Pipes { stdin: false }).map_err(Refusal::Tell)?;
             run(conn, child, timeout, Mode::OneShot)
         }
@@ -119,7 +119,7 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
                 Some(size) => Stdio::Pty(size),
                 None => Stdio::Pipes { stdin: true },
             };
-            let timeout = req.exec.timeout;
+            let timeout = (!req.no_timeout).then_some(req.exec.timeout);
             let child = spawn::spawn(&req.exec, stdio).map_err(Refusal::Tell)?;
             run(conn, child, timeout, Mode::Stream)
         }
@@ -143,7 +143,7 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
 fn run(
     conn: &mut Conn,
     child: spawn::Spawned,
-    timeout: std::time::Duration,
+    timeout: Option<std::time::Duration>,
     mode: Mode,
 ) -> Result<(), Refusal> {
     let started = conn.send(&Frame::Response(Response::Started {

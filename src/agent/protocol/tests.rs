@@ -46,8 +46,13 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         Just(Request::PowerOff),
         exec_request().prop_map(Request::Exec),
-        (exec_request(), proptest::option::of(window()))
-            .prop_map(|(exec, pty)| Request::ExecStream(StreamRequest { exec, pty })),
+        (exec_request(), proptest::option::of(window())).prop_map(|(exec, pty)| {
+            Request::ExecStream(StreamRequest {
+                exec,
+                pty,
+                no_timeout: false,
+            })
+        }),
         (text(), any::<u32>()).prop_map(|(path, mode)| Request::PutFile { path, mode }),
         text().prop_map(|path| Request::GetFile { path }),
     ]

@@ -17,7 +17,7 @@ async fn stdin_waits_for_a_command_that_does_not_read_and_never_cuts_a_frame() {
         Decoder::new(),
         1,
         false,
-        Instant::now() + Duration::from_secs(24 * 3600),
+        Some(Instant::now() + Duration::from_secs(24 * 3600)),
     );
     let (mut input, output) = session.split();
     let data: Vec<u8> = (0..3 * DATA_CHUNK).map(|i| (i % 251) as u8).collect();
