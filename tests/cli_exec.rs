@@ -286,3 +286,13 @@ fn an_unknown_end_is_a_failure_not_a_success() {
     assert!(err.contains("unknown"), "{err}");
     assert_eq!(d.sh("$HF exec vm exit 3").status.code(), Some(3));
 }
+
+#[test]
+fn dash_n_leaves_stdin_to_the_caller() {
+    let (d, _engine) = fake_vm();
+    // A piped stdin is passed on by default, as ssh does...
+    assert_eq!(d.ok("printf x | $HF exec vm cat"), "x");
+    // ...but not with -n, so a read loop keeps its input.
+    let out = d.ok("printf 'a\\nb\\n' | while read n; do $HF exec -n vm cat; echo \"$n\"; done");
+    assert_eq!(out, "a\nb\n");
+}
