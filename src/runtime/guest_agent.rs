@@ -26,6 +26,9 @@ pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
 /// How long after a boot the agent is probed before it is called absent.
 pub const BOOT_PROBE: Duration = Duration::from_secs(60);
 
+/// How long the exit is still awaited after the session's input failed.
+const INPUT_LOST_GRACE: Duration = Duration::from_secs(2);
+
 /// The exit code of a command that could not be executed (`docker exec`'s).
 pub const CANNOT_EXECUTE: i64 = 126;
 
@@ -292,7 +295,17 @@ async fn read_output<S: AsyncRead + AsyncWrite>(
         timed_out: false,
     };
     let mut writing = true;
+    // Set when the input failed: what failed, and until when the exit is
+    // still awaited.
+    let mut lost: Option<(String, tokio::time::Instant)> = None;
     let end = loop {
+        let until = lost.as_ref().map(|(_, until)| *until);
+        let grace_over = async move {
+            match until {
+                Some(until) => tokio::time::sleep_until(until).await,
+                None => std::future::pending().await,
+            }
+        };
         let event = tokio::select! {
             biased;
             // Closing the connection is the kill: the agent kills the
@@ -308,13 +321,12 @@ async fn read_output<S: AsyncRead + AsyncWrite>(
                     Ok(Err(e)) => e.report(),
                     Err(e) => e.to_string(),
                 };
-                // The command's input is cut (stdin, signals): it must not
-                // run on unattended, and its caller must hear why.
-                tracing::warn!("agent session input failed: {failure}");
-                let note = format!("hyperfleet: lost the command's input: {failure}\n");
-                let _ = out_tx.send(StreamOutput::Stderr(note.into_bytes())).await;
-                break Some(unknown);
+                // Most often the agent closed the connection after sending
+                // the exit, which is still to be read: give it a moment.
+                lost = Some((failure, tokio::time::Instant::now() + INPUT_LOST_GRACE));
+                continue;
             },
+            () = grace_over => break None,
             e = output.recv() => e,
         };
         let msg = match event {
@@ -326,19 +338,36 @@ async fn read_output<S: AsyncRead + AsyncWrite>(
                     timed_out: info.timed_out,
                 })
             }
-            Ok(None) | Err(_) => break Some(unknown),
+            Ok(None) | Err(_) => break None,
         };
         if out_tx.send(msg).await.is_err() {
-            break None;
+            return end_session(writer, output);
         }
     };
-    // Dropping the output half (and the writer's input half) closes the
-    // connection.
+    let last = match (end, lost) {
+        (Some(exit), _) => exit,
+        (None, Some((failure, _))) => {
+            // The command's input is cut (stdin, signals): it must not run
+            // on unattended, and its caller must hear why.
+            tracing::warn!("agent session input failed: {failure}");
+            let note = format!("hyperfleet: lost the command's input: {failure}\n");
+            let _ = out_tx.send(StreamOutput::Stderr(note.into_bytes())).await;
+            unknown
+        }
+        (None, None) => unknown,
+    };
+    end_session(writer, output);
+    let _ = out_tx.send(last).await;
+}
+
+/// Drops both halves of the connection, which closes it: the agent then
+/// kills the command's group if it still runs.
+fn end_session<S>(
+    writer: tokio::task::JoinHandle<std::result::Result<(), agent::Error>>,
+    output: agent::SessionOutput<S>,
+) {
     writer.abort();
     drop(output);
-    if let Some(last) = end {
-        let _ = out_tx.send(last).await;
-    }
 }
 
 impl GuestAgent {
@@ -489,13 +518,22 @@ mod tests {
     /// A session whose agent said the command started, then goes silent
     /// with the connection open.
     async fn silent_session() -> agent::ExecSession<tokio::io::DuplexStream> {
+        session_saying(None).await
+    }
+
+    /// A session whose agent said the command started, then sent `last`
+    /// (if any), then goes silent with the connection open.
+    async fn session_saying(
+        last: Option<crate::agent::protocol::Frame>,
+    ) -> agent::ExecSession<tokio::io::DuplexStream> {
         use crate::agent::protocol::{encode_to_vec, Frame, Hello, Response};
         let (host, mut guest) = tokio::io::duplex(1 << 16);
         tokio::spawn(async move {
-            for frame in [
+            let frames = [
                 Frame::Hello(Hello::ours()),
                 Frame::Response(Response::Started { pid: 7 }),
-            ] {
+            ];
+            for frame in frames.into_iter().chain(last) {
                 let bytes = encode_to_vec(&frame).unwrap();
                 guest.write_all(&bytes).await.unwrap();
             }
@@ -527,7 +565,8 @@ mod tests {
         assert_eq!(sent.exec.timeout, Duration::from_secs(5));
     }
 
-    #[tokio::test]
+    // Paused time: the grace for a late exit passes at once.
+    #[tokio::test(start_paused = true)]
     async fn a_failed_input_write_ends_the_session_and_says_why() {
         let (_input, output) = silent_session().await.split();
         let (out_tx, mut out_rx) = mpsc::channel(crate::runtime::STREAM_DEPTH);
@@ -552,6 +591,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_exit_already_sent_beats_a_failed_input_write() {
+        use crate::agent::protocol::{ExitInfo, Frame, Response};
+        let exit = Frame::Response(Response::Exit(ExitInfo {
+            status: ExitStatus::Code(5),
+            timed_out: false,
+            stdout_truncated: false,
+            stderr_truncated: false,
+        }));
+        let (_input, output) = session_saying(Some(exit)).await.split();
+        let (out_tx, mut out_rx) = mpsc::channel(crate::runtime::STREAM_DEPTH);
+        let (_kill, kill) = oneshot::channel();
+        // The agent closed after the exit, so the next write failed.
+        let writer = tokio::spawn(async {
+            Err(agent::Error::Closed {
+                during: "sending stdin",
+            })
+        });
+        tokio::spawn(read_output(output, out_tx, kill, writer));
+        let mut got = Vec::new();
+        while let Some(msg) = out_rx.recv().await {
+            got.push(msg);
+        }
+        assert_eq!(
+            got,
+            [StreamOutput::Exit {
+                code: 5,
+                timed_out: false
+            }]
+        );
     }
 
     #[tokio::test]
