@@ -13,8 +13,8 @@ use tokio::time::Instant;
 
 use super::error::{Error, ProtocolError, Result};
 use super::protocol::{
-    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, StreamRequest, DATA_CHUNK,
-    ONE_SHOT_OUTPUT_LIMIT, PROTOCOL_VERSION,
+    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, Signal, StreamRequest,
+    DATA_CHUNK, ONE_SHOT_OUTPUT_LIMIT, PROTOCOL_VERSION,
 };
 use super::session;
 use super::wire::{by, unexpected, within, write_frame, FrameReader};
@@ -246,6 +246,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         }
         local.flush().await?;
         Ok(RemoteFile { size, mode })
+    }
+
+    /// Whether the agent takes [`signal`](Self::signal) requests (protocol
+    /// 1.1 and later).
+    pub fn signals_out_of_band(&self) -> bool {
+        self.agent.version.minor >= 1
+    }
+
+    /// Signals the running streaming exec whose command is `pid`, from
+    /// this connection rather than the session's own, which may be backed
+    /// up with stdin the command does not read.
+    pub async fn signal(mut self, pid: u32, signal: Signal) -> Result<()> {
+        self.send_request(Request::Signal {
+            pid,
+            signal: signal.0,
+        })
+        .await?;
+        match self.response("the signal sent").await? {
+            Response::Signalled => Ok(()),
+            other => Err(unexpected_response("signalled", other)),
+        }
     }
 
     /// Asks the agent to sync and power the guest off. Only an agent

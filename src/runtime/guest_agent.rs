@@ -191,6 +191,7 @@ impl GuestAgent {
         };
         let client = self.transport(deadline).connect().await.map_err(to_error)?;
         self.set(AgentState::Ready);
+        let out_of_band = client.signals_out_of_band();
         let started = client.exec_stream(agent_stream_request(req)).await;
         let session = match started {
             Ok(s) => s,
@@ -208,6 +209,7 @@ impl GuestAgent {
             }
             Err(e) => return Err(to_error(e)),
         };
+        let pid = session.pid();
         let (input, output) = session.split();
         let (streams, ends) = exec_channels();
         let ExecEnds {
@@ -216,7 +218,10 @@ impl GuestAgent {
             kill,
             output: out_tx,
         } = ends;
-        let writer = tokio::spawn(write_input(input, stdin, control));
+        let (in_band, in_band_rx) = mpsc::channel(crate::runtime::CONTROL_DEPTH);
+        let signaller = out_of_band.then(|| (self.clone(), pid));
+        tokio::spawn(dispatch_controls(control, in_band, signaller));
+        let writer = tokio::spawn(write_input(input, stdin, in_band_rx));
         tokio::spawn(read_output(output, out_tx, kill, writer));
         Ok(streams)
     }
@@ -238,6 +243,37 @@ fn agent_stream_request(req: &StreamRequest) -> agent::StreamRequest {
             cols: w.cols,
         }),
         no_timeout: req.timeout.is_none(),
+    }
+}
+
+/// Routes a session's controls. Signals go over a connection of their own
+/// when the agent takes that (protocol 1.1): the session's connection may
+/// be backed up with stdin the command does not read, and then nothing
+/// more gets through it. The rest (and every signal to a 1.0 agent) goes
+/// in band, ahead of the next stdin chunk.
+async fn dispatch_controls(
+    mut control: mpsc::Receiver<ExecControl>,
+    in_band: mpsc::Sender<ExecControl>,
+    signaller: Option<(GuestAgent, u32)>,
+) {
+    while let Some(c) = control.recv().await {
+        match (c, &signaller) {
+            (ExecControl::Signal(sig), Some((agent, pid))) => {
+                if let Err(e) = agent.signal(*pid, sig).await {
+                    tracing::debug!("cannot signal agent stream {pid}: {}", e.report());
+                }
+            }
+            // A resize waiting behind a backlog is superseded by the next
+            // one anyway; never let it hold up a signal.
+            (c @ ExecControl::Resize(_), Some(_)) => {
+                let _ = in_band.try_send(c);
+            }
+            (c, None) => {
+                if in_band.send(c).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -371,6 +407,16 @@ fn end_session<S>(
 }
 
 impl GuestAgent {
+    /// Signals the streaming exec whose command is `pid` over a connection
+    /// of its own.
+    async fn signal(&self, pid: u32, sig: i32) -> Result<()> {
+        let client = self.connect().await?;
+        client
+            .signal(pid, agent::Signal(sig))
+            .await
+            .map_err(to_error)
+    }
+
     /// A file out of the guest through the agent's own transfer (no `cat`
     /// needed in the guest): its bytes as stdout, exit 0 once whole.
     pub async fn copy_out(&self, path: &str) -> Result<ExecStreams> {

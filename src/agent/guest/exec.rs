@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, ConnError, IO_TIMEOUT};
 use super::reaper;
+use super::sessions;
 use super::spawn::Spawned;
 use super::sys;
 use crate::agent::protocol::{
@@ -113,6 +114,13 @@ pub fn run(
     mode: Mode,
 ) -> Result<(), ExecError> {
     let pid = child.pid;
+    let _registered = (mode == Mode::Stream).then(|| {
+        let master = match child.pty {
+            true => child.stdout.try_clone().ok(),
+            false => None,
+        };
+        sessions::register(pid, master)
+    });
     let result = Loop::new(child, timeout, mode).run(conn);
     if result.is_err() {
         let _ = sys::kill_group(pid, libc::SIGKILL);
@@ -357,10 +365,8 @@ impl Loop {
                 }
             }
             (Mode::Stream, Frame::Control(Control::Signal { signal })) => {
-                let group = match (&self.pty, &self.outputs[0].file) {
-                    (true, Some(master)) => sys::foreground_group(master).unwrap_or(self.pid),
-                    _ => self.pid,
-                };
+                let master = self.outputs[0].file.as_ref().filter(|_| self.pty);
+                let group = sessions::target_group(self.pid, master);
                 if let Err(e) = sys::kill_group(group, signal) {
                     super::log(format_args!("signal {signal} to group {group}: {e}"));
                 }

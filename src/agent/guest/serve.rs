@@ -6,8 +6,8 @@ use super::conn::{Conn, ConnError, IO_TIMEOUT};
 use super::exec::{self, ExecError, Mode};
 use super::files::{self, Failure};
 use super::spawn::{self, Stdio};
-use super::sys;
 use super::{init, log};
+use super::{sessions, sys};
 use crate::agent::protocol::{
     ErrorKind, Frame, Hello, RemoteError, Request, Response, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
@@ -125,6 +125,17 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
         }
         Request::PutFile { path, mode } => transfer(files::put(conn, &path, mode)),
         Request::GetFile { path } => transfer(files::get(conn, &path)),
+        Request::Signal { pid, signal } => {
+            let pid = i32::try_from(pid).map_err(|_| {
+                Refusal::Tell(RemoteError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("pid {pid} is out of range"),
+                ))
+            })?;
+            sessions::signal(pid, signal).map_err(Refusal::Tell)?;
+            conn.send(&Frame::Response(Response::Signalled))?;
+            Ok(())
+        }
         Request::PowerOff => {
             if !init::is_pid1() {
                 return Err(Refusal::Tell(RemoteError::new(

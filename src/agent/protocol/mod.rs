@@ -28,7 +28,7 @@ pub use signal::{Signal, UnknownSignal};
 
 /// The version this build speaks. Peers with another major version are
 /// refused; a higher minor version only adds optional fields and messages.
-/// 1.1 added [`StreamRequest::no_timeout`].
+/// 1.1 added [`StreamRequest::no_timeout`] and [`Request::Signal`].
 pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 1 };
 
 /// The name in every [`Hello`], so a peer that is not an agent at all (or
@@ -173,6 +173,11 @@ pub enum Request {
     GetFile { path: String },
     /// Sync and power the guest off; refused unless the agent is PID 1.
     PowerOff,
+    /// Since 1.1: signal the running streaming exec whose command is `pid`
+    /// (as its `Control::Signal` would), from a connection of its own, so
+    /// it arrives even while the session's connection is backed up with
+    /// stdin. Answered with [`Response::Signalled`].
+    Signal { pid: u32, signal: i32 },
 }
 
 /// What the agent answers (errors travel in their own frame type).
@@ -195,6 +200,8 @@ pub enum Response {
     File { size: u64, mode: u32 },
     /// The guest is about to power off.
     PoweringOff,
+    /// The signal was sent.
+    Signalled,
 }
 
 /// How a command ended.
