@@ -52,10 +52,20 @@ enum Command {
         wait: u64,
     },
     /// Run a command in a running machine, like `docker exec`; exits with its code.
+    #[command(
+        after_help = "Exit status: the command's own, or 128 + the signal that ended it; \
+        124 if --timeout killed it; 125 if it could not run; 126 if it could not be executed; \
+        141 if this client's output went to a pipe whose reader left (the command gets SIGPIPE); \
+        255 if how it ended is unknown (e.g. the VM or its agent went away), said on stderr."
+    )]
     Exec {
-        /// Pass a terminal's stdin to the command (a pipe or a file always is).
+        /// Pass a terminal's stdin to the command (a pipe or a file always is, unless -n).
         #[arg(short, long)]
         interactive: bool,
+        /// Pass no stdin at all, not even a pipe or a file (as `ssh -n`), e.g. inside
+        /// `while read` loops, whose input the command would otherwise take.
+        #[arg(short = 'n', long = "no-stdin", conflicts_with = "interactive")]
+        no_stdin: bool,
         /// Give the command a terminal (with -i: an interactive one).
         #[arg(short, long)]
         tty: bool,
@@ -225,6 +235,7 @@ fn main() -> ExitCode {
         )),
         Command::Exec {
             interactive,
+            no_stdin,
             tty,
             env,
             workdir,
@@ -246,11 +257,12 @@ fn main() -> ExitCode {
                 }
             }
             // A pipe or a file on stdin is passed on, as `ssh` does (so
-            // `printf 'a\nb\n' | hyperfleet exec web wc -l` counts 2); a
-            // terminal's keyboard only with -i, as `docker exec` has it.
+            // `printf 'a\nb\n' | hyperfleet exec web wc -l` counts 2, which
+            // scripts and tests rely on); a terminal's keyboard only with -i,
+            // as `docker exec` has it; nothing with -n, as `ssh -n`.
             use std::io::IsTerminal;
             let opts = ExecOptions {
-                interactive: interactive || !std::io::stdin().is_terminal(),
+                interactive: !no_stdin && (interactive || !std::io::stdin().is_terminal()),
                 tty,
                 env: vars,
                 working_dir: workdir,

@@ -212,3 +212,87 @@ fn an_interactive_shell_on_a_pty_types_resizes_interrupts_and_exits() {
     // The session is gone once the client is.
     assert_eq!(d.ok("ls machines/web/sessions"), "");
 }
+
+// ----- with the fake runtime: no Docker needed -----
+
+/// A daemon whose Firecracker machine `vm` runs, on the fake engine, the
+/// fake's streaming commands (`cat`, `hold`, `yes`, `vanish`).
+fn fake_vm() -> (Daemon, tempfile::TempDir) {
+    let engine = tempfile::tempdir().expect("engine dir");
+    let d = Daemon::start_with_env(&[(
+        "HYPERFLEET_FAKE_RUNTIME",
+        &format!("firecracker:{}", engine.path().display()),
+    )]);
+    let kernel = engine.path().join("vmlinux");
+    std::fs::write(&kernel, b"kernel").expect("kernel");
+    d.ok(&format!(
+        r#"mkdir machines/vm && /bin/echo '{{"runtime_type":"firecracker","kernel_image_path":"{}"}}' > machines/vm/config && echo start > machines/vm/ctl"#,
+        kernel.display()
+    ));
+    assert_eq!(d.read("machines/vm/status"), "running\n");
+    (d, engine)
+}
+
+/// The child's status once it exits, or None if it is still running after
+/// `secs` (a hung client: the test fails rather than hangs).
+fn exits_within(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_exec_as_sigpipe_would() {
+    let (d, _engine) = fake_vm();
+    let mut child = hf(&d)
+        .args(["exec", "vm", "yes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn exec");
+    // As `| head -c 10`: some output, then the reader is gone.
+    let mut out = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 10];
+    out.read_exact(&mut first).expect("first bytes");
+    assert_eq!(&first, b"y\ny\ny\ny\ny\n");
+    drop(out);
+    let status = exits_within(&mut child, 20);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(128 + libc::SIGPIPE),
+        "the client must end once its stdout is gone"
+    );
+    d.until(
+        "[ -z \"$(ls machines/vm/sessions)\" ]",
+        10,
+        "the session ends with its client",
+    );
+}
+
+#[test]
+fn an_unknown_end_is_a_failure_not_a_success() {
+    let (d, _engine) = fake_vm();
+    // `vanish` ends without its runtime saying how.
+    let out = d.sh("$HF exec vm vanish");
+    assert_eq!(out.status.code(), Some(255));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown"), "{err}");
+    assert_eq!(d.sh("$HF exec vm exit 3").status.code(), Some(3));
+}
+
+#[test]
+fn dash_n_leaves_stdin_to_the_caller() {
+    let (d, _engine) = fake_vm();
+    // A piped stdin is passed on by default, as ssh does...
+    assert_eq!(d.ok("printf x | $HF exec vm cat"), "x");
+    // ...but not with -n, so a read loop keeps its input.
+    let out = d.ok("printf 'a\\nb\\n' | while read n; do $HF exec -n vm cat; echo \"$n\"; done");
+    assert_eq!(out, "a\nb\n");
+}

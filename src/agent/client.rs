@@ -13,13 +13,16 @@ use tokio::time::Instant;
 
 use super::error::{Error, ProtocolError, Result};
 use super::protocol::{
-    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, StreamRequest, DATA_CHUNK,
-    PROTOCOL_VERSION,
+    ErrorKind, ExecRequest, ExitStatus, Frame, Hello, Request, Response, Signal, StreamRequest,
+    DATA_CHUNK, ONE_SHOT_OUTPUT_LIMIT, PROTOCOL_VERSION,
 };
 use super::session;
 use super::wire::{by, unexpected, within, write_frame, FrameReader};
 
 pub use super::session::{ExecEvent, ExecSession, SessionInput, SessionOutput};
+
+#[cfg(test)]
+mod tests;
 
 /// A connection to the agent, past the hello exchange.
 #[derive(Debug)]
@@ -122,12 +125,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         let deadline = Instant::now() + req.timeout + self.io_timeout;
         self.send_request(Request::Exec(req)).await?;
         let pid = self.started().await?;
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) = (Capped::default(), Capped::default());
         let info = by(deadline, "exec output", async {
             loop {
                 match self.conn.read_frame("before the command's exit").await? {
-                    Frame::Stdout(d) => stdout.extend_from_slice(&d),
-                    Frame::Stderr(d) => stderr.extend_from_slice(&d),
+                    Frame::Stdout(d) => stdout.append(&d),
+                    Frame::Stderr(d) => stderr.append(&d),
                     Frame::Response(Response::Exit(info)) => return Ok(info),
                     other => return Err(self.mismatch("output or exit", other)),
                 }
@@ -137,11 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         Ok(ExecResult {
             pid,
             status: info.status,
-            stdout,
-            stderr,
             timed_out: info.timed_out,
-            stdout_truncated: info.stdout_truncated,
-            stderr_truncated: info.stderr_truncated,
+            stdout_truncated: info.stdout_truncated || stdout.truncated,
+            stderr_truncated: info.stderr_truncated || stderr.truncated,
+            stdout: stdout.bytes,
+            stderr: stderr.bytes,
         })
     }
 
@@ -152,19 +155,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
     /// bound.
     pub async fn exec_stream(mut self, req: StreamRequest) -> Result<ExecSession<S>> {
         check_exec(&req.exec)?;
-        let deadline = Instant::now() + req.exec.timeout + self.io_timeout;
+        // The agent reports the exit by the command's timeout; with none,
+        // the session waits as long as the command runs.
+        let deadline =
+            (!req.no_timeout).then(|| Instant::now() + req.exec.timeout + self.io_timeout);
         let pty = req.pty.is_some();
         self.send_request(Request::ExecStream(req)).await?;
         let pid = self.started().await?;
         let (stream, decoder) = self.conn.into_parts();
-        Ok(session::open(
-            stream,
-            decoder,
-            pid,
-            pty,
-            deadline,
-            self.io_timeout,
-        ))
+        Ok(session::open(stream, decoder, pid, pty, deadline))
     }
 
     /// Copies everything `local` yields into the guest file `remote_path`
@@ -249,6 +248,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
         Ok(RemoteFile { size, mode })
     }
 
+    /// Whether the agent takes [`signal`](Self::signal) requests (protocol
+    /// 1.1 and later).
+    pub fn signals_out_of_band(&self) -> bool {
+        self.agent.version.minor >= 1
+    }
+
+    /// Signals the running streaming exec whose command is `pid`, from
+    /// this connection rather than the session's own, which may be backed
+    /// up with stdin the command does not read.
+    pub async fn signal(mut self, pid: u32, signal: Signal) -> Result<()> {
+        self.send_request(Request::Signal {
+            pid,
+            signal: signal.0,
+        })
+        .await?;
+        match self.response("the signal sent").await? {
+            Response::Signalled => Ok(()),
+            other => Err(unexpected_response("signalled", other)),
+        }
+    }
+
     /// Asks the agent to sync and power the guest off. Only an agent
     /// running as the guest's init does; others answer
     /// [`ErrorKind::Unsupported`].
@@ -307,6 +327,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AgentClient<S> {
                 theirs: self.agent.version,
             },
             e => e,
+        }
+    }
+}
+
+/// One output stream of a one-shot exec, kept to
+/// [`ONE_SHOT_OUTPUT_LIMIT`] here whatever the agent does: the guest is
+/// not trusted to keep to it, and its excess must not fill the host's
+/// memory. What goes past is read and dropped.
+#[derive(Default)]
+struct Capped {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+impl Capped {
+    fn append(&mut self, data: &[u8]) {
+        let cap = usize::try_from(ONE_SHOT_OUTPUT_LIMIT).unwrap_or(usize::MAX);
+        let room = cap.saturating_sub(self.bytes.len());
+        let keep = data.len().min(room);
+        self.bytes.extend_from_slice(&data[..keep]);
+        if keep < data.len() {
+            self.truncated = true;
         }
     }
 }

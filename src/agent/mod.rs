@@ -26,7 +26,9 @@ mod session;
 mod wire;
 
 #[cfg(feature = "daemon")]
-pub use client::{AgentClient, ExecEvent, ExecResult, ExecSession, RemoteFile};
+pub use client::{
+    AgentClient, ExecEvent, ExecResult, ExecSession, RemoteFile, SessionInput, SessionOutput,
+};
 pub use error::{ConnectCause, Error, ProtocolError, Result};
 pub use protocol::{
     ErrorKind, ExecRequest, ExitInfo, ExitStatus, Signal, StreamRequest, Version, WindowSize,

@@ -6,8 +6,6 @@
 //! only when the caller asks for the next event, which is what makes the
 //! agent (and in turn the command) wait for a slow consumer.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::time::Instant;
 
@@ -15,7 +13,10 @@ use super::error::{Error, Result};
 use super::protocol::{
     Control, Decoder, ExitInfo, Frame, Response, Signal, WindowSize, DATA_CHUNK,
 };
-use super::wire::{by, unexpected, within, write_frame, FrameReader};
+use super::wire::{by, unexpected, write_frame, FrameReader};
+
+#[cfg(test)]
+mod tests;
 
 /// What a running command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +36,15 @@ pub struct ExecSession<S> {
     output: SessionOutput<S>,
 }
 
-/// The sending half of a session.
+/// The sending half of a session. Its sends have no deadline: a command
+/// that does not read its stdin holds them up for as long as it likes
+/// (that is the backpressure), and a deadline could only give up part-way
+/// through a frame, after which every later frame would be garbage to the
+/// agent. A caller that must stop waiting drops the session instead.
 #[derive(Debug)]
 pub struct SessionInput<S> {
     conn: WriteHalf<S>,
     pty: bool,
-    io_timeout: Duration,
 }
 
 /// The receiving half of a session.
@@ -48,8 +52,9 @@ pub struct SessionInput<S> {
 pub struct SessionOutput<S> {
     conn: FrameReader<ReadHalf<S>>,
     /// The agent reports the exit by the command's timeout, so waiting
-    /// beyond this (plus the step timeout) means it is gone.
-    deadline: Instant,
+    /// beyond this (plus the step timeout) means it is gone; none for a
+    /// command without a time limit.
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -58,17 +63,12 @@ pub(crate) fn open<S: AsyncRead + AsyncWrite>(
     decoder: Decoder,
     pid: u32,
     pty: bool,
-    deadline: Instant,
-    io_timeout: Duration,
+    deadline: Option<Instant>,
 ) -> ExecSession<S> {
     let (r, w) = tokio::io::split(stream);
     ExecSession {
         pid,
-        input: SessionInput {
-            conn: w,
-            pty,
-            io_timeout,
-        },
+        input: SessionInput { conn: w, pty },
         output: SessionOutput {
             conn: FrameReader::with_decoder(r, decoder),
             deadline,
@@ -110,12 +110,11 @@ impl<S: AsyncRead + AsyncWrite> ExecSession<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite> SessionInput<S> {
-    /// Sends bytes to the command's stdin. Waits (up to the step timeout
-    /// per chunk) while the command does not read them.
+    /// Sends bytes to the command's stdin. Waits while the command does
+    /// not read them.
     pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
         for chunk in data.chunks(DATA_CHUNK) {
-            self.send(Frame::Stdin(chunk.to_vec()), "sending stdin")
-                .await?;
+            self.send(Frame::Stdin(chunk.to_vec())).await?;
         }
         Ok(())
     }
@@ -123,18 +122,14 @@ impl<S: AsyncRead + AsyncWrite> SessionInput<S> {
     /// Ends the command's input once what was sent is consumed (with a pty:
     /// types Ctrl-D).
     pub async fn close_stdin(&mut self) -> Result<()> {
-        self.send(Frame::Control(Control::CloseStdin), "closing stdin")
-            .await
+        self.send(Frame::Control(Control::CloseStdin)).await
     }
 
     /// Signals the command's process group (with a pty: the terminal's
     /// foreground process group).
     pub async fn signal(&mut self, signal: Signal) -> Result<()> {
-        self.send(
-            Frame::Control(Control::Signal { signal: signal.0 }),
-            "sending a signal",
-        )
-        .await
+        self.send(Frame::Control(Control::Signal { signal: signal.0 }))
+            .await
     }
 
     /// Changes the pty's window size; the command gets SIGWINCH.
@@ -144,16 +139,11 @@ impl<S: AsyncRead + AsyncWrite> SessionInput<S> {
                 "resize needs a session started with a pty".into(),
             ));
         }
-        self.send(Frame::Control(Control::Resize(size)), "resizing")
-            .await
+        self.send(Frame::Control(Control::Resize(size))).await
     }
 
-    async fn send(&mut self, frame: Frame, during: &'static str) -> Result<()> {
-        let conn = &mut self.conn;
-        within(self.io_timeout, during, async {
-            write_frame(conn, &frame).await
-        })
-        .await
+    async fn send(&mut self, frame: Frame) -> Result<()> {
+        write_frame(&mut self.conn, &frame).await
     }
 }
 
@@ -163,12 +153,11 @@ impl<S: AsyncRead + AsyncWrite> SessionOutput<S> {
         if self.done {
             return Ok(None);
         }
-        let frame = by(
-            self.deadline,
-            "the command's output",
-            self.conn.read_frame("before the command's exit"),
-        )
-        .await?;
+        let read = self.conn.read_frame("before the command's exit");
+        let frame = match self.deadline {
+            Some(deadline) => by(deadline, "the command's output", read).await?,
+            None => read.await?,
+        };
         let event = match frame {
             Frame::Stdout(d) => ExecEvent::Stdout(d),
             Frame::Stderr(d) => ExecEvent::Stderr(d),

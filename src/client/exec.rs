@@ -20,6 +20,18 @@ use crate::model::exec::signal_number;
 pub const EXIT_CANNOT_RUN: i32 = 125;
 /// Exit status when the command ran out of time (as `timeout(1)`).
 pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit status when this client's stdout or stderr was a pipe whose reader
+/// went away (`hyperfleet exec web -- journalctl | head`): 128 + SIGPIPE,
+/// what a shell reports for a pipeline member SIGPIPE killed, as the
+/// docker CLI is. The command gets SIGPIPE too, as a local pipeline's
+/// writer would on its next write; one that survives it is waited for
+/// (its output dropped), as a shell waits for every member of a pipeline.
+pub const EXIT_BROKEN_PIPE: i32 = 128 + libc::SIGPIPE;
+/// Exit status when how the command ended is not known (the VM or its
+/// agent went away mid-command, the engine lost track of it): a failure,
+/// never a success a script would go on from; as `ssh` says a lost
+/// connection.
+pub const EXIT_UNKNOWN: i32 = 255;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExecOptions {
@@ -99,8 +111,8 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
     } else {
         None
     };
-    let out = pump(dir.join("stdout"), std::io::stdout());
-    let err = pump(dir.join("stderr"), std::io::stderr());
+    let out = pump(dir.join("stdout"), std::io::stdout(), ctl.clone());
+    let err = pump(dir.join("stderr"), std::io::stderr(), ctl.clone());
     if opts.interactive {
         feed_stdin(&dir, ctl.clone());
     } else {
@@ -111,8 +123,10 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
     let mut exit = String::new();
     let read = File::open(dir.join("exit")).and_then(|mut f| f.read_to_string(&mut exit));
     // The streams end at the command's end; what they still hold comes first.
-    let _ = out.join();
-    let _ = err.join();
+    let lost = [out.join(), err.join()]
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+        .next();
     if let Some(raw) = &raw {
         raw.restore();
     }
@@ -123,13 +137,29 @@ fn run(mount: &Mount, name: &str, cmd: &[String], opts: &ExecOptions) -> Result<
             "exec in {name}: the session said {exit:?} for its exit"
         ))
     })?;
+    if let Some(e) = lost {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(EXIT_BROKEN_PIPE);
+        }
+        return Err(Failure(format!(
+            "exec in {name}: cannot write its output: {e}"
+        )));
+    }
     if code == i64::from(EXIT_TIMED_OUT) && opts.timeout.is_some() {
         eprintln!(
             "hyperfleet exec: {name}: the command timed out after {}s and was killed",
             opts.timeout.unwrap_or_default()
         );
     }
-    Ok(code.clamp(0, 255) as i32)
+    match u8::try_from(code) {
+        Ok(code) => Ok(i32::from(code)),
+        Err(_) => {
+            // Negative is the session's "unknown"; past 255 no exit status
+            // can say it.
+            eprintln!("hyperfleet exec: {name}: how the command ended is unknown (the session said {code})");
+            Ok(EXIT_UNKNOWN)
+        }
+    }
 }
 
 fn send(ctl: &Mutex<File>, line: &str) -> std::io::Result<()> {
@@ -137,21 +167,33 @@ fn send(ctl: &Mutex<File>, line: &str) -> std::io::Result<()> {
     f.write_all(line.as_bytes())
 }
 
-/// Copies a session stream to a local one until it ends.
-fn pump(from: PathBuf, mut to: impl Write + Send + 'static) -> std::thread::JoinHandle<()> {
+/// Copies a session stream to a local one until it ends. If the local one
+/// fails (its reader is gone), the command is sent SIGPIPE and the rest is
+/// drained and dropped, so the command never blocks on output nobody can
+/// read; the failure is returned.
+fn pump(
+    from: PathBuf,
+    mut to: impl Write + Send + 'static,
+    ctl: Arc<Mutex<File>>,
+) -> std::thread::JoinHandle<Option<std::io::Error>> {
     std::thread::spawn(move || {
         let Ok(mut src) = File::open(&from) else {
-            return;
+            return None;
         };
+        let mut failed = None;
         let mut buf = vec![0u8; 64 << 10];
         loop {
             match src.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).and_then(|_| to.flush()).is_err() {
-                        return;
+                Ok(0) | Err(_) => return failed,
+                Ok(n) if failed.is_none() => {
+                    if let Err(e) = to.write_all(&buf[..n]).and_then(|_| to.flush()) {
+                        // Best effort: a command that already ended has no
+                        // session input left, and then nothing needs telling.
+                        let _ = send(&ctl, "signal PIPE\n");
+                        failed = Some(e);
                     }
                 }
+                Ok(_) => {}
             }
         }
     })

@@ -10,13 +10,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::machine::lock;
 use super::{Core, Machine};
 use crate::error::{Error, Result};
 use crate::model::{SessionCommand, Status, StreamControl};
-use crate::runtime::{StreamInput, StreamOutput};
+use crate::runtime::{ExecControl, ExecStreams, StreamOutput};
 
 /// Bytes a stream holds for a reader that is behind; past it the command
 /// waits (its runtime stops reading its output).
@@ -37,8 +37,19 @@ pub enum Stream {
 enum State {
     /// Made, no command yet.
     Idle,
-    Running(mpsc::Sender<StreamInput>),
+    Running(Inputs),
     Done,
+}
+
+/// The ways into a running command, each its own path (see
+/// `runtime::stream`): a stdin backlog never holds up a signal or the kill.
+struct Inputs {
+    /// None once closed.
+    stdin: Option<mpsc::Sender<Vec<u8>>>,
+    control: mpsc::Sender<ExecControl>,
+    /// Dropped along with the state when the command ends, which the
+    /// runtime, done by then, ignores.
+    kill: oneshot::Sender<()>,
 }
 
 pub struct Session {
@@ -144,20 +155,31 @@ impl Session {
 
     /// Sends stdin bytes to the command (waiting while it does not read).
     pub async fn write_stdin(&self, bytes: &[u8]) -> Result<()> {
-        let tx = self.input()?;
-        tx.send(StreamInput::Stdin(bytes.to_vec()))
-            .await
-            .map_err(|_| ended())
+        let tx = self.with_inputs(|i| i.stdin.clone().ok_or_else(stdin_closed))?;
+        tx.send(bytes.to_vec()).await.map_err(|_| ended())
     }
 
+    /// Passes a control on. Closing stdin only lets go of the session's
+    /// stdin sender, so the runtime sees the end after every byte already
+    /// queued; signals and resizes take their own channel.
     pub async fn control(&self, c: StreamControl) -> Result<()> {
-        let tx = self.input()?;
-        tx.send(StreamInput::Control(c)).await.map_err(|_| ended())
+        let c = match c {
+            StreamControl::CloseStdin => {
+                return self.with_inputs(|i| {
+                    i.stdin = None;
+                    Ok(())
+                })
+            }
+            StreamControl::Signal(sig) => ExecControl::Signal(sig),
+            StreamControl::Resize(w) => ExecControl::Resize(w),
+        };
+        let tx = self.with_inputs(|i| Ok(i.control.clone()))?;
+        tx.send(c).await.map_err(|_| ended())
     }
 
-    fn input(&self) -> Result<mpsc::Sender<StreamInput>> {
-        match &*lock(&self.state) {
-            State::Running(tx) => Ok(tx.clone()),
+    fn with_inputs<T>(&self, f: impl FnOnce(&mut Inputs) -> Result<T>) -> Result<T> {
+        match &mut *lock(&self.state) {
+            State::Running(inputs) => f(inputs),
             State::Idle => Err(Error::InvalidCommand(
                 "the session has no command yet: write one to its ctl first".into(),
             )),
@@ -195,8 +217,10 @@ impl Session {
 
     fn kill(&self) {
         let state = std::mem::replace(&mut *lock(&self.state), State::Done);
-        if let State::Running(tx) = state {
-            let _ = tx.try_send(StreamInput::Control(StreamControl::Signal(libc::SIGKILL)));
+        if let State::Running(inputs) = state {
+            // Cannot be lost to a full channel; Err means the runtime is
+            // already done with the command.
+            let _ = inputs.kill.send(());
         }
         self.stdout.close();
         self.stderr.close();
@@ -205,6 +229,10 @@ impl Session {
 
 fn ended() -> Error {
     Error::InvalidCommand("the session's command has ended".into())
+}
+
+fn stdin_closed() -> Error {
+    Error::InvalidCommand("the session's stdin is closed".into())
 }
 
 impl Core {
@@ -284,16 +312,26 @@ impl Core {
         };
         let streams =
             super::operation::deadline(self.settings.call_deadline, "attach exec", attach).await?;
-        {
+        let mut output = {
             let mut state = lock(&s.state);
             if !matches!(*state, State::Idle) {
                 // Released (or raced by another ctl write) meanwhile.
                 return Err(ended());
             }
-            *state = State::Running(streams.input);
-        }
+            let ExecStreams {
+                stdin,
+                control,
+                kill,
+                output,
+            } = streams;
+            *state = State::Running(Inputs {
+                stdin: Some(stdin),
+                control,
+                kill,
+            });
+            output
+        };
         let session = s.clone();
-        let mut output = streams.output;
         tokio::spawn(async move {
             while let Some(msg) = output.recv().await {
                 match msg {

@@ -819,6 +819,59 @@ async fn the_last_holder_letting_go_kills_the_sessions_command() {
     assert_eq!(r.core.open_session(&m).unwrap_err().errno(), libc::EBUSY);
 }
 
+/// Fills a `hold` session's stdin (the command never reads it) until the
+/// next write has to wait.
+async fn backed_up_session(r: &Rig, m: &Arc<Machine>) -> Arc<super::Session> {
+    use crate::model::{SessionCommand, StreamRequest};
+    use futures_util::FutureExt;
+    let s = r.core.open_session(m).unwrap();
+    r.core
+        .start_session(
+            m,
+            &s,
+            SessionCommand::Run(StreamRequest::parse(b"hold").unwrap()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..=crate::runtime::STREAM_DEPTH {
+        if s.write_stdin(b"x").now_or_never().is_none() {
+            return s;
+        }
+    }
+    panic!("stdin never backed up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_reaches_a_command_whose_stdin_is_backed_up() {
+    use crate::model::StreamControl;
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let s = backed_up_session(&r, &m).await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        s.control(StreamControl::Signal(libc::SIGINT)),
+    )
+    .await
+    .expect("the signal waited behind stdin")
+    .unwrap();
+    assert_eq!(s.wait_exit().await, 128 + i64::from(libc::SIGINT));
+    r.core.release_session(&m, &s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_a_session_kills_its_command_even_with_stdin_backed_up() {
+    let r = rig();
+    let m = r.machine("vm").await;
+    r.core.act(&m, Action::Start).await.unwrap();
+    let s = backed_up_session(&r, &m).await;
+    r.core.release_session(&m, &s);
+    let code = tokio::time::timeout(Duration::from_secs(10), s.wait_exit())
+        .await
+        .expect("the command outlived its session");
+    assert_eq!(code, 128 + i64::from(libc::SIGKILL));
+}
+
 // ----- regressions found in review -----
 
 fn rig_with(s: Settings) -> Rig {

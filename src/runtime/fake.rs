@@ -14,6 +14,8 @@
 //! is cleared. The daemon uses this driver only when
 //! `HYPERFLEET_FAKE_RUNTIME=<kind>:<dir>` is set; it is never a default.
 
+mod stream;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,16 +24,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use tokio::sync::mpsc;
-
+use self::stream::FakeStream;
 use super::{
-    Driver, ExecStreams, Health, MachineRef, Observed, Runtime, RuntimeInfo, Sink, StreamInput,
-    StreamOutput, STREAM_DEPTH,
+    exec_channels, Driver, ExecStreams, Health, MachineRef, Observed, Runtime, RuntimeInfo, Sink,
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    now_ms, ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamControl, StreamRequest,
-    Verb,
+    now_ms, ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamRequest, Verb,
 };
 
 const POLL: Duration = Duration::from_millis(10);
@@ -492,65 +491,31 @@ impl Runtime for FakeRuntime {
         Ok(out)
     }
 
-    /// `cat` copies stdin to stdout until stdin closes (or a signal ends
-    /// it); anything else runs as a one-shot exec and streams its result.
+    /// Streaming commands: `cat` copies stdin to stdout until stdin
+    /// closes; `hold` never reads its stdin; `yes` prints `y` lines without
+    /// end; `vanish` goes away without saying how it ended. A signal ends
+    /// any of them with 128 + its number, the kill with 137. Anything else
+    /// runs as a one-shot exec and streams its result.
     async fn exec_stream(&self, req: &StreamRequest) -> Result<ExecStreams> {
         req.validate()?;
         self.knob("exec").await?;
-        let (in_tx, mut in_rx) = mpsc::channel(STREAM_DEPTH);
-        let (out_tx, out_rx) = mpsc::channel(STREAM_DEPTH);
-        if req.cmd == ["cat"] {
-            tokio::spawn(async move {
-                let mut code = 0;
-                while let Some(msg) = in_rx.recv().await {
-                    match msg {
-                        StreamInput::Stdin(b) => {
-                            if out_tx.send(StreamOutput::Stdout(b)).await.is_err() {
-                                return;
-                            }
-                        }
-                        StreamInput::Control(StreamControl::CloseStdin) => break,
-                        StreamInput::Control(StreamControl::Signal(sig)) => {
-                            code = 128 + i64::from(sig);
-                            break;
-                        }
-                        StreamInput::Control(StreamControl::Resize(_)) => {}
-                    }
+        let (streams, ends) = exec_channels();
+        let cmd: Vec<&str> = req.cmd.iter().map(String::as_str).collect();
+        let script = match cmd.as_slice() {
+            ["cat"] => FakeStream::Cat,
+            ["hold"] => FakeStream::Hold,
+            ["yes"] => FakeStream::Yes,
+            ["vanish"] => FakeStream::Vanish,
+            _ => {
+                let mut one_shot = ExecRequest::new(req.cmd.clone());
+                if let Some(t) = req.timeout {
+                    one_shot.timeout = t;
                 }
-                let _ = out_tx
-                    .send(StreamOutput::Exit {
-                        code,
-                        timed_out: false,
-                    })
-                    .await;
-            });
-        } else {
-            let mut one_shot = ExecRequest::new(req.cmd.clone());
-            if let Some(t) = req.timeout {
-                one_shot.timeout = t;
+                FakeStream::Done(self.exec(&one_shot).await?)
             }
-            let out = self.exec(&one_shot).await?;
-            tokio::spawn(async move {
-                // Held while the output goes out, so the session's input is live.
-                let _input = in_rx;
-                for msg in [
-                    StreamOutput::Stdout(out.stdout),
-                    StreamOutput::Stderr(out.stderr),
-                    StreamOutput::Exit {
-                        code: out.exit_code,
-                        timed_out: out.timed_out,
-                    },
-                ] {
-                    if out_tx.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Ok(ExecStreams {
-            input: in_tx,
-            output: out_rx,
-        })
+        };
+        tokio::spawn(script.run(ends));
+        Ok(streams)
     }
 
     async fn follow_output(&self, sink: Sink, resume: bool) -> Result<()> {

@@ -16,8 +16,14 @@ pub mod http;
 pub mod pidfd;
 pub mod process;
 pub mod registry;
+pub mod stream;
 pub mod vm;
 pub mod vmm_process;
+
+pub use stream::{
+    ended_at_once, exec_channels, ExecControl, ExecEnds, ExecStreams, StreamOutput, CONTROL_DEPTH,
+    STREAM_DEPTH,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,9 +33,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{
-    ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamControl, StreamRequest, Verb,
-};
+use crate::model::{ExecOutput, ExecRequest, Exit, MachineSpec, RuntimeKind, StreamRequest, Verb};
 
 /// What the runtime says about a machine's workload right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,36 +252,6 @@ pub trait Runtime: Send + Sync {
         }
     }
 }
-
-/// What the caller sends a streaming exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamInput {
-    Stdin(Vec<u8>),
-    Control(StreamControl),
-}
-
-/// What a streaming exec sends back, in order; `Exit` is last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamOutput {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
-    /// The exit code, or 128 + the signal that ended it (as a shell says).
-    Exit {
-        code: i64,
-        timed_out: bool,
-    },
-}
-
-/// A running streaming exec: bounded channels both ways, so a slow reader
-/// slows the command rather than filling memory. Dropping `input` closes
-/// the command's stdin; dropping both ends the session and kills the command.
-pub struct ExecStreams {
-    pub input: tokio::sync::mpsc::Sender<StreamInput>,
-    pub output: tokio::sync::mpsc::Receiver<StreamOutput>,
-}
-
-/// How many messages each way a streaming exec buffers.
-pub const STREAM_DEPTH: usize = 64;
 
 /// Whether a runtime can be used on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]

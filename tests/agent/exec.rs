@@ -198,3 +198,52 @@ async fn concurrent_execs_are_independent() {
         started.elapsed()
     );
 }
+
+/// Pids of live processes whose command line holds `token`.
+fn processes_with(token: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(token))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_whose_start_cannot_be_reported_is_killed() {
+    use std::io::{Read, Write};
+
+    use hyperfleet::agent::protocol::{encode_to_vec, Frame, Hello, Request};
+
+    let mut agent = Agent::start();
+    let token = format!("unreported-start-{}", std::process::id());
+    let mut req = sh(&format!("sleep 1000; : {token}"));
+    req.timeout = Duration::from_secs(1000);
+    let mut s = std::os::unix::net::UnixStream::connect(&agent.socket).expect("connect");
+    // The agent's hello first, so its next write is the one that fails.
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).expect("hello length");
+    let mut hello = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut hello).expect("hello");
+    for frame in [
+        Frame::Hello(Hello::ours()),
+        Frame::Request(Request::Exec(req)),
+    ] {
+        s.write_all(&encode_to_vec(&frame).expect("encode"))
+            .expect("send");
+    }
+    // Gone before the agent can say the command started.
+    drop(s);
+    agent.wait_for_line(
+        "connection ended during its request",
+        Duration::from_secs(10),
+    );
+    // SIGKILL lands a moment after kill(2) returns.
+    eventually(Duration::from_secs(5), "the command killed", || {
+        processes_with(&token).is_empty()
+    });
+}

@@ -14,6 +14,7 @@ fn stream(script: &str, pty: Option<WindowSize>) -> StreamRequest {
     StreamRequest {
         exec: ExecRequest::new(["sh", "-c", script]),
         pty,
+        no_timeout: false,
     }
 }
 
@@ -188,4 +189,112 @@ async fn a_hundred_megabytes_pass_through_a_stream_intact() {
     assert_eq!(received, TOTAL);
     assert_eq!(exit.status, ExitStatus::Code(0));
     assert!(!exit.stdout_truncated, "streams have no cap");
+}
+
+#[tokio::test]
+async fn a_stream_without_a_time_limit_runs_past_its_nominal_timeout() {
+    let agent = Agent::start();
+    let mut req = stream("sleep 2; echo done", None);
+    // What a 1.0 agent would apply; this one must not.
+    req.exec.timeout = Duration::from_secs(1);
+    req.no_timeout = true;
+    let mut s = agent.connect().await.exec_stream(req).await.expect("start");
+    s.close_stdin().await.expect("close");
+    let (out, _, exit) = finish(&mut s).await;
+    assert!(
+        !exit.timed_out,
+        "killed by the timeout it was told to ignore"
+    );
+    assert_eq!(out, "done\n");
+    assert_eq!(exit.status, ExitStatus::Code(0));
+}
+
+/// A command that says "ready", never reads its stdin, and exits 5 on SIGINT.
+const TRAPS_INT: &str = "trap 'echo got-INT; exit 5' INT; echo ready; while :; do sleep 0.1; done";
+
+#[tokio::test]
+async fn a_signal_on_a_connection_of_its_own_reaches_a_streams_command() {
+    let agent = Agent::start();
+    let mut s = agent
+        .connect()
+        .await
+        .exec_stream(stream(TRAPS_INT, None))
+        .await
+        .expect("start");
+    let mut seen = String::new();
+    until_stdout(&mut s, &mut seen, "ready").await;
+    // Only a running stream's command can be named.
+    match agent.connect().await.signal(1, Signal(libc::SIGKILL)).await {
+        Err(hyperfleet::agent::Error::Remote {
+            kind: hyperfleet::agent::ErrorKind::NotFound,
+            ..
+        }) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+    agent
+        .connect()
+        .await
+        .signal(s.pid(), Signal(libc::SIGINT))
+        .await
+        .expect("signal");
+    let (out, _, exit) = finish(&mut s).await;
+    assert_eq!(out, "got-INT\n");
+    assert_eq!(exit.status, ExitStatus::Code(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_stream_signal_passes_a_stdin_backlog_on_the_wire() {
+    use hyperfleet::runtime::guest_agent::GuestAgent;
+    use hyperfleet::runtime::{ExecControl, StreamOutput};
+
+    use crate::common::vsock_relay::{RelayMode, VsockRelay};
+
+    let agent = Agent::start();
+    let relay = VsockRelay::start(
+        &agent.dir.path().join("vsock.sock"),
+        RelayMode::Relay {
+            target: agent.socket.clone(),
+            port: 52,
+        },
+    );
+    let vm = GuestAgent::new(&relay.path, 52);
+    let req = serde_json::json!({ "cmd": ["sh", "-c", TRAPS_INT] }).to_string();
+    let req = hyperfleet::model::StreamRequest::parse(req.as_bytes()).expect("request");
+    let mut streams = vm.exec_stream(&req).await.expect("start");
+    match streams.output.recv().await {
+        Some(StreamOutput::Stdout(b)) => assert_eq!(b, b"ready\n"),
+        other => panic!("expected ready, got {other:?}"),
+    }
+    // Stdin the command never reads, until the agent stops taking it and
+    // the connection backs up: a send then waits (a pause, not a result).
+    let chunk = vec![b'x'; 64 << 10];
+    let mut backed_up = false;
+    for _ in 0..1024 {
+        let send = streams.stdin.send(chunk.clone());
+        if tokio::time::timeout(Duration::from_secs(1), send)
+            .await
+            .is_err()
+        {
+            backed_up = true;
+            break;
+        }
+    }
+    assert!(backed_up, "64 MiB went to a command that reads nothing");
+    streams
+        .control
+        .send(ExecControl::Signal(libc::SIGINT))
+        .await
+        .expect("control");
+    let exit = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match streams.output.recv().await {
+                Some(StreamOutput::Exit { code, .. }) => return code,
+                Some(_) => {}
+                None => panic!("no exit"),
+            }
+        }
+    })
+    .await
+    .expect("the signal waited behind stdin");
+    assert_eq!(exit, 5);
 }

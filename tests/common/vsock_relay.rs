@@ -70,14 +70,36 @@ async fn serve(mut host: UnixStream, mode: RelayMode) {
             if line != format!("CONNECT {port}") {
                 return;
             }
-            let Ok(mut guest) = UnixStream::connect(&target).await else {
+            let Ok(guest) = UnixStream::connect(&target).await else {
                 return;
             };
             if host.write_all(b"OK 1073741824\n").await.is_err() {
                 return;
             }
-            let _ = tokio::io::copy_bidirectional(&mut host, &mut guest).await;
+            relay(host, guest).await;
         }
+    }
+}
+
+/// Copies each direction on its own, as a VMM's vsock device does: a
+/// guest that closes with host bytes unread makes the host-to-guest copy
+/// fail, and that must not drop what the guest sent before it closed.
+async fn relay(host: UnixStream, guest: UnixStream) {
+    let (mut host_r, mut host_w) = host.into_split();
+    let (mut guest_r, mut guest_w) = guest.into_split();
+    let to_guest = async {
+        let _ = tokio::io::copy(&mut host_r, &mut guest_w).await;
+        let _ = guest_w.shutdown().await;
+    };
+    let to_host = async {
+        let _ = tokio::io::copy(&mut guest_r, &mut host_w).await;
+        let _ = host_w.shutdown().await;
+    };
+    // The guest's side ending ends the connection, as the VMM closes the
+    // host's socket when the guest closes.
+    tokio::select! {
+        () = to_host => {}
+        () = async { to_guest.await; std::future::pending::<()>().await } => {}
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, ConnError, IO_TIMEOUT};
 use super::reaper;
+use super::sessions;
 use super::spawn::Spawned;
 use super::sys;
 use crate::agent::protocol::{
@@ -103,16 +104,23 @@ impl Output {
     }
 }
 
-/// Runs `child` until it exits (or times out) and its output is drained,
+/// Runs `child` until it exits (or times out, if it has a timeout) and its output is drained,
 /// then sends the exit frame. An error means the host is gone or broke the
 /// protocol; the command's process group is killed then.
 pub fn run(
     conn: &mut Conn,
     child: Spawned,
-    timeout: Duration,
+    timeout: Option<Duration>,
     mode: Mode,
 ) -> Result<(), ExecError> {
     let pid = child.pid;
+    let _registered = (mode == Mode::Stream).then(|| {
+        let master = match child.pty {
+            true => child.stdout.try_clone().ok(),
+            false => None,
+        };
+        sessions::register(pid, master)
+    });
     let result = Loop::new(child, timeout, mode).run(conn);
     if result.is_err() {
         let _ = sys::kill_group(pid, libc::SIGKILL);
@@ -141,7 +149,7 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(child: Spawned, timeout: Duration, mode: Mode) -> Loop {
+    fn new(child: Spawned, timeout: Option<Duration>, mode: Mode) -> Loop {
         for f in [
             Some(&child.stdout),
             child.stderr.as_ref(),
@@ -168,7 +176,7 @@ impl Loop {
             stdin_closing: false,
             exit: child.exit,
             status: None,
-            deadline: Instant::now().checked_add(timeout),
+            deadline: timeout.and_then(|t| Instant::now().checked_add(t)),
             timed_out: false,
             drain_until: None,
             buf: vec![0; DATA_CHUNK].into_boxed_slice(),
@@ -357,10 +365,8 @@ impl Loop {
                 }
             }
             (Mode::Stream, Frame::Control(Control::Signal { signal })) => {
-                let group = match (&self.pty, &self.outputs[0].file) {
-                    (true, Some(master)) => sys::foreground_group(master).unwrap_or(self.pid),
-                    _ => self.pid,
-                };
+                let master = self.outputs[0].file.as_ref().filter(|_| self.pty);
+                let group = sessions::target_group(self.pid, master);
                 if let Err(e) = sys::kill_group(group, signal) {
                     super::log(format_args!("signal {signal} to group {group}: {e}"));
                 }

@@ -15,6 +15,7 @@ mod listener;
 mod modules;
 mod reaper;
 mod serve;
+mod sessions;
 mod spawn;
 mod sys;
 mod users;

@@ -7,6 +7,7 @@ use super::exec::{self, ExecError, Mode};
 use super::files::{self, Failure};
 use super::spawn::{self, Stdio};
 use super::{init, log};
+use super::{sessions, sys};
 use crate::agent::protocol::{
     ErrorKind, Frame, Hello, RemoteError, Request, Response, PROTOCOL_NAME, PROTOCOL_VERSION,
 };
@@ -109,7 +110,7 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
             Ok(())
         }
         Request::Exec(req) => {
-            let timeout = req.timeout;
+            let timeout = Some(req.timeout);
             let child = spawn::spawn(&req, Stdio::Pipes { stdin: false }).map_err(Refusal::Tell)?;
             run(conn, child, timeout, Mode::OneShot)
         }
@@ -118,12 +119,23 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
                 Some(size) => Stdio::Pty(size),
                 None => Stdio::Pipes { stdin: true },
             };
-            let timeout = req.exec.timeout;
+            let timeout = (!req.no_timeout).then_some(req.exec.timeout);
             let child = spawn::spawn(&req.exec, stdio).map_err(Refusal::Tell)?;
             run(conn, child, timeout, Mode::Stream)
         }
         Request::PutFile { path, mode } => transfer(files::put(conn, &path, mode)),
         Request::GetFile { path } => transfer(files::get(conn, &path)),
+        Request::Signal { pid, signal } => {
+            let pid = i32::try_from(pid).map_err(|_| {
+                Refusal::Tell(RemoteError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("pid {pid} is out of range"),
+                ))
+            })?;
+            sessions::signal(pid, signal).map_err(Refusal::Tell)?;
+            conn.send(&Frame::Response(Response::Signalled))?;
+            Ok(())
+        }
         Request::PowerOff => {
             if !init::is_pid1() {
                 return Err(Refusal::Tell(RemoteError::new(
@@ -142,12 +154,18 @@ fn handle(conn: &mut Conn, request: Request) -> Result<(), Refusal> {
 fn run(
     conn: &mut Conn,
     child: spawn::Spawned,
-    timeout: std::time::Duration,
+    timeout: Option<std::time::Duration>,
     mode: Mode,
 ) -> Result<(), Refusal> {
-    conn.send(&Frame::Response(Response::Started {
+    let started = conn.send(&Frame::Response(Response::Started {
         pid: child.pid as u32,
-    }))?;
+    }));
+    if let Err(e) = started {
+        // exec::run is what enforces the timeout and kills the group when
+        // the host goes; without it the command would run forever.
+        let _ = sys::kill_group(child.pid, libc::SIGKILL);
+        return Err(e.into());
+    }
     match exec::run(conn, child, timeout, mode) {
         Ok(()) => Ok(()),
         Err(ExecError::Conn(e)) => Err(e.into()),

@@ -28,7 +28,8 @@ pub use signal::{Signal, UnknownSignal};
 
 /// The version this build speaks. Peers with another major version are
 /// refused; a higher minor version only adds optional fields and messages.
-pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 0 };
+/// 1.1 added [`StreamRequest::no_timeout`] and [`Request::Signal`].
+pub const PROTOCOL_VERSION: Version = Version { major: 1, minor: 1 };
 
 /// The name in every [`Hello`], so a peer that is not an agent at all (or
 /// not ours) is told apart from one that merely speaks another version.
@@ -140,6 +141,11 @@ pub struct StreamRequest {
     /// stream, sent as stdout).
     #[serde(default)]
     pub pty: Option<WindowSize>,
+    /// Since 1.1: the command has no time limit (an interactive shell may
+    /// idle for days). `exec.timeout` is then only what a 1.0 agent, which
+    /// ignores this field, applies; so the host still sends its longest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_timeout: bool,
 }
 
 /// A terminal size in character cells.
@@ -167,6 +173,11 @@ pub enum Request {
     GetFile { path: String },
     /// Sync and power the guest off; refused unless the agent is PID 1.
     PowerOff,
+    /// Since 1.1: signal the running streaming exec whose command is `pid`
+    /// (as its `Control::Signal` would), from a connection of its own, so
+    /// it arrives even while the session's connection is backed up with
+    /// stdin. Answered with [`Response::Signalled`].
+    Signal { pid: u32, signal: i32 },
 }
 
 /// What the agent answers (errors travel in their own frame type).
@@ -189,6 +200,8 @@ pub enum Response {
     File { size: u64, mode: u32 },
     /// The guest is about to power off.
     PoweringOff,
+    /// The signal was sent.
+    Signalled,
 }
 
 /// How a command ended.

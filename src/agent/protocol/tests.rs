@@ -46,10 +46,16 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::Ping),
         Just(Request::PowerOff),
         exec_request().prop_map(Request::Exec),
-        (exec_request(), proptest::option::of(window()))
-            .prop_map(|(exec, pty)| Request::ExecStream(StreamRequest { exec, pty })),
+        (exec_request(), proptest::option::of(window())).prop_map(|(exec, pty)| {
+            Request::ExecStream(StreamRequest {
+                exec,
+                pty,
+                no_timeout: false,
+            })
+        }),
         (text(), any::<u32>()).prop_map(|(path, mode)| Request::PutFile { path, mode }),
         text().prop_map(|path| Request::GetFile { path }),
+        (any::<u32>(), any::<i32>()).prop_map(|(pid, signal)| Request::Signal { pid, signal }),
     ]
 }
 
@@ -76,6 +82,7 @@ fn response() -> impl Strategy<Value = Response> {
         any::<u64>().prop_map(|bytes| Response::Written { bytes }),
         (any::<u64>(), any::<u32>()).prop_map(|(size, mode)| Response::File { size, mode }),
         Just(Response::PoweringOff),
+        Just(Response::Signalled),
     ]
 }
 

@@ -11,13 +11,13 @@ use bollard::query_parameters::ResizeExecOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::connection::{docker_error, status_of};
 use super::Container;
 use crate::error::{Error, Result};
-use crate::model::{StreamControl, StreamRequest, WindowSize};
-use crate::runtime::{process, ExecStreams, StreamInput, StreamOutput, STREAM_DEPTH};
+use crate::model::{StreamRequest, WindowSize};
+use crate::runtime::{exec_channels, process, ExecControl, ExecEnds, ExecStreams, StreamOutput};
 
 impl Container {
     pub(super) async fn exec_attached(&self, req: &StreamRequest) -> Result<ExecStreams> {
@@ -67,8 +67,13 @@ impl Container {
         if let Some(size) = req.tty {
             resize(&docker, &id, size).await;
         }
-        let (in_tx, mut in_rx) = mpsc::channel::<StreamInput>(STREAM_DEPTH);
-        let (out_tx, out_rx) = mpsc::channel::<StreamOutput>(STREAM_DEPTH);
+        let (streams, ends) = exec_channels();
+        let ExecEnds {
+            stdin,
+            control,
+            kill,
+            output: out_tx,
+        } = ends;
 
         // Kills the command and all it started (a timeout, a caller gone).
         let killer = Arc::new(ExecKiller {
@@ -81,45 +86,19 @@ impl Container {
             docker: docker.clone(),
             id: id.clone(),
         });
-        let kill_on_signal = killer.clone();
-        // Input: bytes to the command's stdin, controls to the engine.
-        let name = self.name.clone();
-        let input_docker = docker.clone();
-        let input_id = id.clone();
-        let input_task = tokio::spawn(async move {
-            let mut input = Some(input);
-            while let Some(msg) = in_rx.recv().await {
-                match msg {
-                    StreamInput::Stdin(bytes) => {
-                        if let Some(w) = input.as_mut() {
-                            if w.write_all(&bytes).await.is_err() {
-                                input = None;
-                            }
-                        }
-                    }
-                    StreamInput::Control(StreamControl::CloseStdin) => {
-                        if let Some(mut w) = input.take() {
-                            let _ = w.shutdown().await;
-                        }
-                    }
-                    StreamInput::Control(StreamControl::Resize(size)) => {
-                        resize(&input_docker, &input_id, size).await
-                    }
-                    StreamInput::Control(StreamControl::Signal(libc::SIGKILL)) => {
-                        kill_on_signal.kill().await
-                    }
-                    StreamInput::Control(StreamControl::Signal(sig)) => {
-                        if let Err(e) = signal_exec(&input_docker, &name, &input_id, sig).await {
-                            tracing::debug!(container = %name, "cannot signal exec: {e}");
-                        }
-                    }
-                }
-            }
-            // The caller is gone: so is the command's stdin.
-            if let Some(mut w) = input.take() {
-                let _ = w.shutdown().await;
-            }
-        });
+        // Stdin and the controls on tasks of their own: a command that does
+        // not read its stdin blocks the one, never the other.
+        let stdin_task = tokio::spawn(feed_stdin(stdin, input));
+        let control_task = tokio::spawn(controls(
+            control,
+            kill,
+            ExecHandle {
+                docker: docker.clone(),
+                container: self.name.clone(),
+                id: id.clone(),
+                killer: killer.clone(),
+            },
+        ));
 
         // Output: the command's streams, then how it ended.
         let timeout = req.timeout;
@@ -155,6 +134,8 @@ impl Container {
                 Some(t) => tokio::time::timeout(t, pump).await,
                 None => Ok(pump.await),
             };
+            stdin_task.abort();
+            control_task.abort();
             let docker = match conn.client().await {
                 Ok(d) => d,
                 Err(_) => return,
@@ -168,13 +149,61 @@ impl Container {
                     (128 + i64::from(libc::SIGKILL), finished.is_err())
                 }
             };
-            input_task.abort();
             let _ = out_tx.send(StreamOutput::Exit { code, timed_out }).await;
         });
-        Ok(ExecStreams {
-            input: in_tx,
-            output: out_rx,
-        })
+        Ok(streams)
+    }
+}
+
+/// Copies stdin to the command's until the session closes it (or the
+/// command stops taking it, as a pipe would).
+async fn feed_stdin(
+    mut stdin: mpsc::Receiver<Vec<u8>>,
+    mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+) {
+    while let Some(bytes) = stdin.recv().await {
+        if input.write_all(&bytes).await.is_err() {
+            // Dropping the receiver makes later writes fail (EPIPE).
+            return;
+        }
+    }
+    let _ = input.shutdown().await;
+}
+
+/// An exec as the engine addresses it.
+struct ExecHandle {
+    docker: Docker,
+    container: String,
+    id: String,
+    killer: Arc<ExecKiller>,
+}
+
+/// Signals, resizes and the kill, as they come.
+async fn controls(
+    mut control: mpsc::Receiver<ExecControl>,
+    mut kill: oneshot::Receiver<()>,
+    exec: ExecHandle,
+) {
+    loop {
+        let c = tokio::select! {
+            biased;
+            _ = &mut kill => return exec.killer.kill().await,
+            c = control.recv() => c,
+        };
+        match c {
+            Some(ExecControl::Signal(libc::SIGKILL)) => exec.killer.kill().await,
+            Some(ExecControl::Signal(sig)) => {
+                if let Err(e) = signal_exec(&exec.docker, &exec.container, &exec.id, sig).await {
+                    tracing::debug!(container = %exec.container, "cannot signal exec: {e}");
+                }
+            }
+            Some(ExecControl::Resize(size)) => resize(&exec.docker, &exec.id, size).await,
+            // The session let go of its controls; the kill comes with that.
+            None => {
+                let _ = kill.await;
+                return exec.killer.kill().await;
+            }
+        }
     }
 }
 
