@@ -327,9 +327,10 @@ fn wait_returns_when_another_process_kills_and_times_out_otherwise() {
     );
     // Its own timeout, not the 300 s default.
     assert!(took < Duration::from_secs(60), "took {took:?}");
+    // A wait reads; its timeout is the waiter's, not a failure of the
+    // machine's, so `error` is left as it was.
     let err = d.read("machines/web/error");
-    assert!(err.contains("running") && err.contains("stopped"), "{err}");
-    assert!(err.contains("within 1s"), "{err}");
+    assert!(!err.contains("within 1s"), "{err}");
     assert_eq!(d.read("machines/web/status"), "stopped\n");
 
     // Waiting for the status a machine already has returns at once.

@@ -132,9 +132,7 @@ impl MachineFs {
             // A stream: its size is whatever a read finds.
             Node::Events => (FileType::RegularFile, 0o444, 0, self.mounted_at),
             Node::RuntimeStatus(k) => {
-                let len = self
-                    .cache
-                    .show(node, content::runtime_status(&self.core.health(k)));
+                let len = content::runtime_status(&self.core.health(k)).len() as u64;
                 (FileType::RegularFile, 0o444, len, self.mounted_at)
             }
             Node::Machine(seq) => {
@@ -171,11 +169,6 @@ impl MachineFs {
                 let size = match kind {
                     FileKind::Logs => m.log().len(),
                     FileKind::Info | FileKind::Events => 0,
-                    // What the kernel caches: the size handed out goes with
-                    // the content reads are served from (see `cache::show`).
-                    k if k.cached() && k != FileKind::ExecStderr => self
-                        .cache
-                        .show(node, content::machine_file(&self.core, &m, k)),
                     other => content::file_len(&self.core, &m, other),
                 };
                 (

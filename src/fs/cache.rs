@@ -27,7 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use fuser::{INodeNo, Notifier, PollNotifier};
@@ -102,8 +102,6 @@ pub(super) struct Coherence {
     forget: OnceLock<mpsc::Sender<Forget>>,
     /// Machines being deleted by our `rmdir`, whose names the kernel drops.
     rmdirs: Mutex<HashSet<u64>>,
-    /// By inode: the content whose size the kernel was last given.
-    shown: Mutex<HashMap<u64, Arc<[u8]>>>,
 }
 
 impl Coherence {
@@ -156,29 +154,6 @@ impl Coherence {
             // The poller may be gone (its file closed): nothing to wake.
             let _ = p.notify();
         }
-    }
-
-    /// Hands the kernel `node`'s size: remembers the content it is the
-    /// size of, which reads of the node are then served from until the
-    /// kernel is handed another size.
-    ///
-    /// The kernel takes a file's size from its attributes and its bytes
-    /// from a READ, two requests. A change between them (a reader that
-    /// passed the size check just before it) would otherwise cut the new
-    /// content to the old size: `starting` read as `startin`. Serving the
-    /// content that goes with the size the kernel holds makes each read
-    /// whole; the kernel asks for the size again once it is invalidated
-    /// (every reader of a whole file reads past the size it knows).
-    pub fn show(&self, node: Node, content: Vec<u8>) -> u64 {
-        let mut shown = lock(&self.shown);
-        let len = content.len() as u64;
-        shown.insert(node.ino(), content.into());
-        len
-    }
-
-    /// The content the kernel holds the size of, if it was handed one.
-    pub fn shown(&self, node: Node) -> Option<Arc<[u8]>> {
-        lock(&self.shown).get(&node.ino()).cloned()
     }
 
     /// Our `rmdir` of machine `seq` is under way: see the module's doc.
@@ -235,10 +210,6 @@ impl Observer for Coherence {
         ) {
             if !lock(&self.rmdirs).contains(seq) {
                 self.forget_name(name.as_str());
-            }
-            let mut shown = lock(&self.shown);
-            for node in key.nodes() {
-                shown.remove(&node.ino());
             }
         }
         {

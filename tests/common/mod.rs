@@ -198,28 +198,27 @@ impl Daemon {
     /// Runs a shell script in the mount point with `$IMAGE` and `$HF` (the
     /// hyperfleet binary) set.
     pub fn sh(&self, script: &str) -> Output {
-        Command::new("sh")
-            .arg("-c")
+        self.script(script).output().expect("run sh")
+    }
+
+    /// `sh -c script` in the mount point, with `$IMAGE` and `$HF` set.
+    fn script(&self, script: &str) -> Command {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
             .arg(script)
             .current_dir(&self.mount)
             .env("IMAGE", image())
             .env("HF", BIN)
-            .env("HYPERFLEET_MOUNT", &self.mount)
-            .output()
-            .expect("run sh")
+            .env("HYPERFLEET_MOUNT", &self.mount);
+        sh
     }
 
     /// Starts `script` as [`Daemon::sh`] does, its stdout piped, and returns
     /// once its process is blocked in a request the daemon has not answered
     /// (the kernel's wait for a FUSE answer): it, or one of its children.
     pub fn blocked(&self, script: &str) -> Child {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&self.mount)
-            .env("IMAGE", image())
-            .env("HF", BIN)
-            .env("HYPERFLEET_MOUNT", &self.mount)
+        let mut child = self
+            .script(script)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
