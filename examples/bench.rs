@@ -206,8 +206,9 @@ fn change_to_event(m: &dyn Fn(&str) -> std::path::PathBuf) -> Row {
     measure(
         "change -> its events line (refused ctl write)",
         1_000,
-        |_| {
-            std::fs::write(m("machines/web/ctl"), "bogus\n").expect_err("refused");
+        |i| {
+            // A different reason each time: an unchanged `error` is no change.
+            std::fs::write(m("machines/web/ctl"), format!("bogus{i}\n")).expect_err("refused");
             rx.recv().expect("an events line");
         },
     )

@@ -138,7 +138,11 @@ impl Filesystem for MachineFs {
         // Lookups and listings in machines/ need not queue behind each other.
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // `ls -l` gets names and attributes in one go.
-        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        // Adaptive: the kernel asks for attributes with the names only when
+        // the names are followed by lookups (`ls -l`), so that a plain `ls`
+        // of 10,000 machines does not render 10,000 sets of attributes.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         // FUSE_NO_OPEN_SUPPORT is not asked for: it would stop every open
         // for the whole mount, and `exec`, `config`, `info`, `exec.new` and
         // the sessions all need theirs.
